@@ -1,0 +1,406 @@
+//! The data path: which shard owns a key, fan-out of each request to the shards over the node
+//! transport, and the k-way merge of per-shard results. The merge and the grouping are pure
+//! functions; the async code only carries requests and deadlines.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::try_join_all;
+use parking_lot::RwLock;
+use quiver_node::client::NodeTransport;
+use quiver_proto::{
+    shard_for_key, DistanceMetric, Filter, HashRange, Hit, NodeRequest, NodeResponse, ShardId,
+    ShardSpec, VectorRecord, WriteOp,
+};
+
+use crate::catalog::{IndexRecord, ShardPlacement};
+use crate::error::ApiError;
+
+/// Deadline of one node RPC.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct DataPlane {
+    transport: Arc<dyn NodeTransport>,
+    /// Node id -> QUIC address. The control plane keeps this current.
+    nodes: RwLock<HashMap<String, SocketAddr>>,
+}
+
+fn shard_id(index: &IndexRecord, placement: &ShardPlacement) -> ShardId {
+    ShardId {
+        index: index.uid,
+        shard: placement.shard,
+    }
+}
+
+/// Splits `items` by the shard that owns each item's key, preserving order within a shard.
+pub fn group_by_shard<T>(
+    shard_count: u32,
+    items: impl IntoIterator<Item = T>,
+    key: impl Fn(&T) -> &str,
+) -> BTreeMap<u32, Vec<T>> {
+    let mut groups: BTreeMap<u32, Vec<T>> = BTreeMap::new();
+    for item in items {
+        groups
+            .entry(shard_for_key(key(&item), shard_count))
+            .or_default()
+            .push(item);
+    }
+    groups
+}
+
+/// Merges per-shard result lists, each ascending by (distance, key), into the best `k`.
+pub fn merge_top_k(lists: Vec<Vec<Hit>>, k: usize) -> Vec<Hit> {
+    struct Head {
+        hit: Hit,
+        list: usize,
+    }
+    impl PartialEq for Head {
+        fn eq(&self, other: &Self) -> bool {
+            self.cmp(other) == Ordering::Equal
+        }
+    }
+    impl Eq for Head {}
+    impl PartialOrd for Head {
+        fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl Ord for Head {
+        // Reversed: BinaryHeap is a max-heap and we want the smallest (distance, key) first.
+        fn cmp(&self, other: &Self) -> Ordering {
+            other
+                .hit
+                .distance
+                .total_cmp(&self.hit.distance)
+                .then_with(|| other.hit.key.cmp(&self.hit.key))
+        }
+    }
+    let mut iters: Vec<_> = lists.into_iter().map(Vec::into_iter).collect();
+    let mut heap = BinaryHeap::with_capacity(iters.len());
+    for (list, iter) in iters.iter_mut().enumerate() {
+        if let Some(hit) = iter.next() {
+            heap.push(Head { hit, list });
+        }
+    }
+    let mut out = Vec::with_capacity(k);
+    while out.len() < k {
+        let Some(Head { hit, list }) = heap.pop() else {
+            break;
+        };
+        if let Some(next) = iters[list].next() {
+            heap.push(Head { hit: next, list });
+        }
+        out.push(hit);
+    }
+    out
+}
+
+/// Merges per-shard key-ordered pages into one page of at most `limit`; returns whether more
+/// keys may follow.
+pub fn merge_pages(
+    pages: Vec<(Vec<VectorRecord>, bool)>,
+    limit: usize,
+) -> (Vec<VectorRecord>, bool) {
+    let mut any_more = false;
+    let mut all = Vec::new();
+    for (page, more) in pages {
+        any_more |= more;
+        all.extend(page);
+    }
+    all.sort_by(|a, b| a.key.cmp(&b.key));
+    let more = any_more || all.len() > limit;
+    all.truncate(limit);
+    (all, more)
+}
+
+impl DataPlane {
+    pub fn new(transport: Arc<dyn NodeTransport>) -> Self {
+        DataPlane {
+            transport,
+            nodes: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn set_node(&self, node: &str, addr: SocketAddr) {
+        self.nodes.write().insert(node.to_owned(), addr);
+    }
+
+    pub fn node_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.nodes.read().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    async fn call(
+        &self,
+        node: &str,
+        request_id: &str,
+        request: NodeRequest,
+    ) -> Result<NodeResponse, ApiError> {
+        let addr = self.nodes.read().get(node).copied().ok_or_else(|| {
+            tracing::warn!(node, "no address for node");
+            ApiError::ServiceUnavailable(
+                "A shard of this index is unavailable; please retry".into(),
+            )
+        })?;
+        let response = self
+            .transport
+            .call(addr, request_id, RPC_TIMEOUT, request)
+            .await?;
+        match response {
+            NodeResponse::Error(error) => Err(error.into()),
+            other => Ok(other),
+        }
+    }
+
+    fn unexpected(response: &NodeResponse) -> ApiError {
+        tracing::error!(?response, "unexpected node response");
+        ApiError::Internal("We encountered an internal error. Please try again.".into())
+    }
+
+    /// Creates every shard of a new index on its node (idempotent on the node side).
+    pub async fn create_shards(
+        &self,
+        index: &IndexRecord,
+        request_id: &str,
+    ) -> Result<(), ApiError> {
+        let non_filterable = index.non_filterable_keys.clone().unwrap_or_default();
+        try_join_all(index.shards.iter().map(|placement| {
+            let spec = ShardSpec {
+                id: shard_id(index, placement),
+                dimension: index.dimension,
+                metric: index.metric,
+                non_filterable_keys: non_filterable.clone(),
+                range: placement.range,
+            };
+            self.call(&placement.node, request_id, NodeRequest::CreateShard(spec))
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// Drops every shard of a deleted index; failures are logged, not returned (the index is
+    /// already gone from the catalog, so the data is unreachable either way).
+    pub async fn drop_shards(&self, index: &IndexRecord, request_id: &str) {
+        let results = futures::future::join_all(index.shards.iter().map(|placement| {
+            self.call(
+                &placement.node,
+                request_id,
+                NodeRequest::DropShard(shard_id(index, placement)),
+            )
+        }))
+        .await;
+        for error in results.into_iter().filter_map(Result::err) {
+            tracing::warn!(index = %index.name, %error, "dropping a shard failed; its data is orphaned");
+        }
+    }
+
+    fn placement(index: &IndexRecord, shard: u32) -> Result<&ShardPlacement, ApiError> {
+        index
+            .shards
+            .iter()
+            .find(|p| p.shard == shard)
+            .ok_or_else(|| {
+                tracing::error!(index = %index.name, shard, "shard missing from the shard map");
+                ApiError::Internal("We encountered an internal error. Please try again.".into())
+            })
+    }
+
+    fn shard_count(index: &IndexRecord) -> u32 {
+        index.shards.len() as u32
+    }
+
+    /// Applies writes; returns once every shard's part is durable.
+    pub async fn write(
+        &self,
+        index: &IndexRecord,
+        request_id: &str,
+        ops: Vec<WriteOp>,
+    ) -> Result<(), ApiError> {
+        let groups = group_by_shard(Self::shard_count(index), ops, |op| match op {
+            WriteOp::Put { key, .. } | WriteOp::Delete { key } => key,
+        });
+        let calls = groups
+            .into_iter()
+            .map(|(shard, ops)| {
+                let placement = Self::placement(index, shard)?;
+                let request = NodeRequest::Write {
+                    shard: shard_id(index, placement),
+                    ops,
+                };
+                Ok(self.call(&placement.node, request_id, request))
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        for response in try_join_all(calls).await? {
+            if !matches!(response, NodeResponse::Written { .. }) {
+                return Err(Self::unexpected(&response));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn get(
+        &self,
+        index: &IndexRecord,
+        request_id: &str,
+        keys: Vec<String>,
+        return_data: bool,
+        return_metadata: bool,
+    ) -> Result<Vec<VectorRecord>, ApiError> {
+        let groups = group_by_shard(Self::shard_count(index), keys, |k| k);
+        let calls = groups
+            .into_iter()
+            .map(|(shard, keys)| {
+                let placement = Self::placement(index, shard)?;
+                let request = NodeRequest::Get {
+                    shard: shard_id(index, placement),
+                    keys,
+                    return_data,
+                    return_metadata,
+                };
+                Ok(self.call(&placement.node, request_id, request))
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        let mut out = Vec::new();
+        for response in try_join_all(calls).await? {
+            match response {
+                NodeResponse::Vectors(vectors) => out.extend(vectors),
+                other => return Err(Self::unexpected(&other)),
+            }
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn list(
+        &self,
+        index: &IndexRecord,
+        request_id: &str,
+        after: Option<String>,
+        limit: u32,
+        range: Option<HashRange>,
+        return_data: bool,
+        return_metadata: bool,
+    ) -> Result<(Vec<VectorRecord>, bool), ApiError> {
+        let calls = index.shards.iter().map(|placement| {
+            let request = NodeRequest::List {
+                shard: shard_id(index, placement),
+                after: after.clone(),
+                limit,
+                range,
+                return_data,
+                return_metadata,
+            };
+            self.call(&placement.node, request_id, request)
+        });
+        let mut pages = Vec::new();
+        for response in try_join_all(calls).await? {
+            match response {
+                NodeResponse::Listed { vectors, more } => pages.push((vectors, more)),
+                other => return Err(Self::unexpected(&other)),
+            }
+        }
+        Ok(merge_pages(pages, limit as usize))
+    }
+
+    /// Fans a query out to every shard and merges their top-k. Any shard failing fails the
+    /// query: never a silently partial answer.
+    pub async fn query(
+        &self,
+        index: &IndexRecord,
+        request_id: &str,
+        vector: Vec<f32>,
+        top_k: u32,
+        filter: Option<Filter>,
+        return_metadata: bool,
+    ) -> Result<Vec<Hit>, ApiError> {
+        let calls = index.shards.iter().map(|placement| {
+            let request = NodeRequest::Search {
+                shard: shard_id(index, placement),
+                vector: vector.clone(),
+                top_k,
+                filter: filter.clone(),
+                return_metadata,
+            };
+            self.call(&placement.node, request_id, request)
+        });
+        let mut lists = Vec::new();
+        for response in try_join_all(calls).await? {
+            match response {
+                NodeResponse::Hits(hits) => lists.push(hits),
+                other => return Err(Self::unexpected(&other)),
+            }
+        }
+        Ok(merge_top_k(lists, top_k as usize))
+    }
+}
+
+/// The metric name on the wire.
+pub fn metric_name(metric: DistanceMetric) -> &'static str {
+    match metric {
+        DistanceMetric::Euclidean => "euclidean",
+        DistanceMetric::Cosine => "cosine",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn hit(key: &str, distance: f32) -> Hit {
+        Hit {
+            key: key.into(),
+            distance,
+            metadata: None,
+        }
+    }
+
+    #[test]
+    fn merge_orders_by_distance_then_key() {
+        let merged = merge_top_k(
+            vec![
+                vec![hit("b", 0.1), hit("d", 0.5)],
+                vec![hit("a", 0.1), hit("c", 0.3)],
+                vec![],
+            ],
+            3,
+        );
+        let keys: Vec<&str> = merged.iter().map(|h| h.key.as_str()).collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+    }
+
+    proptest! {
+        #[test]
+        fn merge_equals_sorting_everything(
+            lists in prop::collection::vec(prop::collection::vec((0u32..50, 0u32..1000), 0..20), 0..6),
+            k in 1usize..40,
+        ) {
+            let mut n = 0;
+            let lists: Vec<Vec<Hit>> = lists.into_iter().map(|list| {
+                let mut hits: Vec<Hit> = list.into_iter().map(|(d, _)| { n += 1; hit(&format!("k{n:05}"), d as f32 / 7.0) }).collect();
+                hits.sort_by(|a, b| a.distance.total_cmp(&b.distance).then_with(|| a.key.cmp(&b.key)));
+                hits
+            }).collect();
+            let mut all: Vec<Hit> = lists.iter().flatten().cloned().collect();
+            all.sort_by(|a, b| a.distance.total_cmp(&b.distance).then_with(|| a.key.cmp(&b.key)));
+            all.truncate(k);
+            prop_assert_eq!(merge_top_k(lists, k), all);
+        }
+    }
+
+    #[test]
+    fn grouping_follows_the_shard_hash() {
+        let keys: Vec<String> = (0..100).map(|i| format!("key{i}")).collect();
+        let groups = group_by_shard(4, keys.clone(), |k| k);
+        assert_eq!(groups.values().map(Vec::len).sum::<usize>(), 100);
+        for (shard, keys) in groups {
+            for key in keys {
+                assert_eq!(shard_for_key(&key, 4), shard);
+            }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! `quiver dev`: one process with a coordinator and a node talking over loopback QUIC with
+//! mutual TLS, exactly as in a cluster. Data under one directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use quiver_node::client::QuicTransport;
+use quiver_node::shard::ShardConfig;
+use quiver_node::supervisor::{NodeLimits, NodeService};
+use quiver_node::tls::ClusterIdentity;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{router, ApiConfig, AppState};
+use crate::catalog::RedbCatalog;
+use crate::dataplane::DataPlane;
+use crate::validate::ArnScope;
+
+/// Documented dev credentials; signatures are not verified yet (see README).
+pub const DEV_ACCESS_KEY_ID: &str = "quiverdev";
+pub const DEV_SECRET_ACCESS_KEY: &str = "quiverdevsecret";
+/// The node id of the embedded node; shard maps refer to it, so it never changes.
+pub const DEV_NODE_ID: &str = "node-1";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevArgs {
+    /// HTTP address of the S3 Vectors API.
+    #[arg(long, default_value = "127.0.0.1:8277", env = "QUIVER_LISTEN")]
+    pub listen: SocketAddr,
+    /// Directory for all data (catalog, shards, TLS material).
+    #[arg(long, default_value = "./quiver-data", env = "QUIVER_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// QUIC address of the embedded node (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0", env = "QUIVER_NODE_LISTEN")]
+    pub node_listen: SocketAddr,
+    /// AWS account id used in ARNs.
+    #[arg(long, default_value = "123456789012", env = "QUIVER_ACCOUNT_ID")]
+    pub account_id: String,
+    /// AWS region used in ARNs and expected in signatures.
+    #[arg(long, default_value = "us-east-1", env = "QUIVER_REGION")]
+    pub region: String,
+    /// Shards per new index (at least 2).
+    #[arg(long, default_value_t = 2, env = "QUIVER_SHARDS_PER_INDEX")]
+    pub shards_per_index: u32,
+    /// FAISS index description for new shards (wrapped in IDMap2).
+    #[arg(long, default_value = quiver_node::vector_index::DEFAULT_INDEX_DESCRIPTION, env = "QUIVER_FAISS_INDEX")]
+    pub faiss_index: String,
+}
+
+pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if args.account_id.len() != 12 || !args.account_id.chars().all(|c| c.is_ascii_digit()) {
+        anyhow::bail!("--account-id must be 12 digits, got {:?}", args.account_id);
+    }
+    if args.region.is_empty()
+        || !args
+            .region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        anyhow::bail!("--region must look like us-east-1, got {:?}", args.region);
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
+    let identity = ClusterIdentity::load_or_create_dev(&args.data_dir.join("tls"))
+        .context("setting up the dev cluster CA")?;
+
+    let shard_config = ShardConfig {
+        index_description: args.faiss_index.clone(),
+        ..ShardConfig::default()
+    };
+    let node = NodeService::start(
+        &args.data_dir.join("node"),
+        shard_config,
+        NodeLimits::default(),
+    )
+    .await
+    .context("starting the node")?;
+    let endpoint = quiver_node::server::bind(args.node_listen, &identity)?;
+    let node_addr = endpoint.local_addr().context("node address")?;
+    let node_task = tokio::spawn(quiver_node::server::serve(
+        endpoint,
+        node.clone(),
+        shutdown.clone(),
+    ));
+
+    let transport = QuicTransport::new(&identity)?;
+    let data = DataPlane::new(Arc::new(transport));
+    data.set_node(DEV_NODE_ID, node_addr);
+    let catalog =
+        RedbCatalog::open(&args.data_dir.join("catalog.redb")).context("opening the catalog")?;
+    let state = Arc::new(AppState {
+        config: ApiConfig {
+            scope: ArnScope {
+                partition: "aws".into(),
+                region: args.region.clone(),
+                account_id: args.account_id.clone(),
+            },
+            shards_per_index: args.shards_per_index.max(2),
+        },
+        catalog: Arc::new(catalog),
+        data,
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let http_addr = listener.local_addr()?;
+    let endpoint_url = format!("http://{http_addr}");
+    let info = serde_json::json!({
+        "endpoint": endpoint_url,
+        "node_addr": node_addr.to_string(),
+        "region": args.region,
+        "account_id": args.account_id,
+        "access_key_id": DEV_ACCESS_KEY_ID,
+        "secret_access_key": DEV_SECRET_ACCESS_KEY,
+    });
+    std::fs::write(
+        args.data_dir.join("dev.json"),
+        serde_json::to_vec_pretty(&info)?,
+    )?;
+    println!(
+        "\nQuiver dev is ready.\n\
+         \n  endpoint           {endpoint_url}\n  region             {region}\n  access key id      {DEV_ACCESS_KEY_ID}\n  secret access key  {DEV_SECRET_ACCESS_KEY}\n  data directory     {data}\n  node (QUIC, mTLS)  {node_addr} ({shards} shards open)\n\
+         \nPoint boto3 at it:\n\
+         \n  import boto3\n  s3v = boto3.client(\"s3vectors\", endpoint_url=\"{endpoint_url}\", region_name=\"{region}\",\n                     aws_access_key_id=\"{DEV_ACCESS_KEY_ID}\", aws_secret_access_key=\"{DEV_SECRET_ACCESS_KEY}\")\n\
+         \nDev mode: requests must be SigV4-signed, but signatures are not verified yet.\n",
+        region = args.region,
+        data = args.data_dir.display(),
+        shards = node.shard_count(),
+    );
+    let app = router(state);
+    let http_shutdown = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+        .await
+        .context("http server")?;
+    shutdown.cancel();
+    let _ = node_task.await;
+    Ok(())
+}

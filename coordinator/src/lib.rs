@@ -1,0 +1,17 @@
+//! The Quiver coordinator: the S3 Vectors HTTP API in front of the shard nodes.
+//!
+//! - [`api`]: axum routes and one function per S3 Vectors operation (the only code that knows the
+//!   S3 Vectors JSON names).
+//! - [`validate`]: pure validation of names, ARNs, vectors, metadata and filters.
+//! - [`catalog`]: buckets, indexes and shard maps as a deterministic state machine, persisted in
+//!   redb behind the [`catalog::Catalog`] interface.
+//! - [`dataplane`]: key -> shard routing, fan-out over QUIC, k-way merge.
+//! - [`error`]: the S3 Vectors error shapes and the one mapping from internal errors to them.
+//! - [`dev`]: `quiver dev`, the embedded single-process cluster.
+
+pub mod api;
+pub mod catalog;
+pub mod dataplane;
+pub mod dev;
+pub mod error;
+pub mod validate;

@@ -1,0 +1,595 @@
+//! Validation of everything a client sends, before any side effect: names, ARNs, addressing,
+//! vectors, metadata limits and the filter language. Pure functions, tested without IO.
+
+use quiver_proto::{Filter, FilterValue, MetaValue, Metadata};
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// Limits of the service (reference §4.1, §10 of the design).
+pub const MAX_DIMENSION: i64 = 4096;
+pub const MAX_PUT_VECTORS: usize = 500;
+pub const MAX_DELETE_KEYS: usize = 500;
+pub const MAX_GET_KEYS: usize = 100;
+pub const MAX_KEY_CHARS: usize = 1024;
+pub const MAX_METADATA_BYTES: usize = 40 * 1024;
+pub const MAX_FILTERABLE_METADATA_BYTES: usize = 2048;
+pub const MAX_METADATA_KEYS: usize = 50;
+pub const MAX_NON_FILTERABLE_KEYS: usize = 10;
+pub const MAX_TOP_K: i64 = 10_000;
+pub const MAX_FILTER_CONSTRAINTS: usize = 100;
+pub const MAX_FILTER_DEPTH: usize = 32;
+pub const MAX_REQUEST_BYTES: usize = 20 * 1024 * 1024;
+
+fn is_lower_alnum(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit()
+}
+
+pub fn bucket_name(name: &str) -> Result<(), ApiError> {
+    let len = name.chars().count();
+    if !(3..=63).contains(&len) {
+        return Err(ApiError::length("/vectorBucketName", len, 3, 63));
+    }
+    let valid = name.chars().all(|c| is_lower_alnum(c) || c == '-')
+        && name.starts_with(is_lower_alnum)
+        && name.ends_with(is_lower_alnum);
+    if !valid {
+        return Err(ApiError::validation("Invalid vector bucket name"));
+    }
+    Ok(())
+}
+
+pub fn index_name(name: &str) -> Result<(), ApiError> {
+    let len = name.chars().count();
+    if !(3..=63).contains(&len) {
+        return Err(ApiError::length("/indexName", len, 3, 63));
+    }
+    let valid = name
+        .chars()
+        .all(|c| is_lower_alnum(c) || c == '-' || c == '.')
+        && name.starts_with(is_lower_alnum)
+        && name.ends_with(is_lower_alnum);
+    if !valid {
+        return Err(ApiError::validation("Invalid index name"));
+    }
+    Ok(())
+}
+
+/// The account and region this service answers for; ARNs of others are not found here.
+#[derive(Debug, Clone)]
+pub struct ArnScope {
+    pub partition: String,
+    pub region: String,
+    pub account_id: String,
+}
+
+impl ArnScope {
+    pub fn bucket_arn(&self, bucket: &str) -> String {
+        format!(
+            "arn:{}:s3vectors:{}:{}:bucket/{bucket}",
+            self.partition, self.region, self.account_id
+        )
+    }
+
+    pub fn index_arn(&self, bucket: &str, index: &str) -> String {
+        format!("{}/index/{index}", self.bucket_arn(bucket))
+    }
+
+    /// Parses a bucket or index ARN into (bucket, Option<index>). A well-formed ARN of another
+    /// account or region is reported as not found by the caller (`Ok(None)`).
+    pub fn parse_arn(&self, arn: &str) -> Result<Option<(String, Option<String>)>, ApiError> {
+        let invalid = || ApiError::validation(format!("Invalid ARN: {arn}"));
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        let [prefix, partition, service, region, account, resource] = parts.as_slice() else {
+            return Err(invalid());
+        };
+        if *prefix != "arn" || !partition.starts_with("aws") || *service != "s3vectors" {
+            return Err(invalid());
+        }
+        if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        let segments: Vec<&str> = resource.split('/').collect();
+        let (bucket, index) = match segments.as_slice() {
+            ["bucket", bucket] => (*bucket, None),
+            ["bucket", bucket, "index", index] => (*bucket, Some(*index)),
+            _ => return Err(invalid()),
+        };
+        bucket_name(bucket).map_err(|_| invalid())?;
+        if let Some(index) = index {
+            index_name(index).map_err(|_| invalid())?;
+        }
+        if *partition != self.partition || *region != self.region || *account != self.account_id {
+            return Ok(None);
+        }
+        Ok(Some((bucket.to_owned(), index.map(str::to_owned))))
+    }
+}
+
+pub const BUCKET_ADDRESSING: &str =
+    "Must specify either vectorBucketName or vectorBucketArn but not both";
+pub const INDEX_ADDRESSING: &str =
+    "Must specify either indexArn or both vectorBucketName and indexName";
+
+/// How a request named its bucket, after checking the either/or rule.
+pub enum BucketAddress {
+    Name(String),
+    /// A valid ARN outside this account/region: the bucket cannot exist here.
+    Foreign,
+}
+
+pub fn bucket_address(
+    scope: &ArnScope,
+    name: Option<&str>,
+    arn: Option<&str>,
+) -> Result<BucketAddress, ApiError> {
+    match (name, arn) {
+        (Some(name), None) => {
+            bucket_name(name)?;
+            Ok(BucketAddress::Name(name.to_owned()))
+        }
+        (None, Some(arn)) => match scope.parse_arn(arn)? {
+            Some((bucket, None)) => Ok(BucketAddress::Name(bucket)),
+            Some((_, Some(_))) => Err(ApiError::validation(format!(
+                "Invalid vector bucket ARN: {arn}"
+            ))),
+            None => Ok(BucketAddress::Foreign),
+        },
+        _ => Err(ApiError::validation(BUCKET_ADDRESSING)),
+    }
+}
+
+pub enum IndexAddress {
+    Name { bucket: String, index: String },
+    Foreign,
+}
+
+pub fn index_address(
+    scope: &ArnScope,
+    bucket: Option<&str>,
+    index: Option<&str>,
+    arn: Option<&str>,
+) -> Result<IndexAddress, ApiError> {
+    match (bucket, index, arn) {
+        (Some(bucket), Some(index), None) => {
+            bucket_name(bucket)?;
+            index_name(index)?;
+            Ok(IndexAddress::Name {
+                bucket: bucket.to_owned(),
+                index: index.to_owned(),
+            })
+        }
+        (None, None, Some(arn)) => match scope.parse_arn(arn)? {
+            Some((bucket, Some(index))) => Ok(IndexAddress::Name { bucket, index }),
+            Some((_, None)) => Err(ApiError::validation(format!("Invalid index ARN: {arn}"))),
+            None => Ok(IndexAddress::Foreign),
+        },
+        _ => Err(ApiError::validation(INDEX_ADDRESSING)),
+    }
+}
+
+pub fn vector_key(path: &str, key: &str) -> Result<(), ApiError> {
+    let len = key.chars().count();
+    if !(1..=MAX_KEY_CHARS).contains(&len) {
+        return Err(ApiError::length(path, len, 1, MAX_KEY_CHARS));
+    }
+    Ok(())
+}
+
+/// Checks a vector against an index: dimension, finite values, non-zero for cosine.
+/// `record` prefixes messages the way AWS does for PutVectors ("Invalid record for key 'k': ").
+pub fn vector(data: &[f32], dimension: u32, cosine: bool, record: &str) -> Result<(), ApiError> {
+    if data.len() != dimension as usize {
+        return Err(ApiError::validation(format!(
+            "{record}vector must have length {dimension}, but has length {}",
+            data.len()
+        )));
+    }
+    if data.iter().any(|x| !x.is_finite()) {
+        return Err(ApiError::validation(format!(
+            "{record}vector must not contain NaN or infinite values"
+        )));
+    }
+    if cosine && data.iter().all(|x| *x == 0.0) {
+        return Err(ApiError::validation(format!(
+            "{record}vector must not be all zeros for an index with the cosine distance metric"
+        )));
+    }
+    Ok(())
+}
+
+fn meta_scalar(value: &Value) -> Option<MetaValue> {
+    match value {
+        Value::String(s) => Some(MetaValue::Str(s.clone())),
+        Value::Bool(b) => Some(MetaValue::Bool(*b)),
+        Value::Number(n) => n.as_f64().filter(|f| f.is_finite()).map(MetaValue::Num),
+        _ => None,
+    }
+}
+
+/// Converts and checks one vector's metadata document against the limits.
+pub fn metadata(
+    value: &Value,
+    non_filterable: &[String],
+    record: &str,
+) -> Result<Metadata, ApiError> {
+    let Value::Object(map) = value else {
+        return Err(ApiError::validation(format!(
+            "{record}Metadata must be a JSON object"
+        )));
+    };
+    if map.len() > MAX_METADATA_KEYS {
+        return Err(ApiError::validation(format!(
+            "{record}Metadata object must have at most {MAX_METADATA_KEYS} keys"
+        )));
+    }
+    let total = serde_json::to_vec(value)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if total > MAX_METADATA_BYTES {
+        return Err(ApiError::validation(format!(
+            "{record}Metadata must have at most {MAX_METADATA_BYTES} bytes"
+        )));
+    }
+    let filterable: Map<String, Value> = map
+        .iter()
+        .filter(|(k, _)| !non_filterable.contains(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let filterable_len = serde_json::to_vec(&filterable)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if filterable_len > MAX_FILTERABLE_METADATA_BYTES {
+        return Err(ApiError::validation(format!(
+            "{record}Filterable metadata must have at most {MAX_FILTERABLE_METADATA_BYTES} bytes"
+        )));
+    }
+    let mut out = Vec::with_capacity(map.len());
+    for (key, value) in map {
+        if key.is_empty() {
+            return Err(ApiError::validation(format!(
+                "{record}Metadata keys must not be empty"
+            )));
+        }
+        let converted = match value {
+            Value::Array(items) => items
+                .iter()
+                .map(meta_scalar)
+                .collect::<Option<Vec<_>>>()
+                .map(MetaValue::List),
+            other => meta_scalar(other),
+        };
+        let Some(converted) = converted else {
+            return Err(ApiError::validation(format!(
+                "{record}Invalid value for metadata key '{key}': values must be strings, numbers, booleans or lists of those"
+            )));
+        };
+        out.push((key.clone(), converted));
+    }
+    Ok(Metadata(out))
+}
+
+/// Renders stored metadata back to JSON; integral numbers come back as integers.
+pub fn metadata_json(metadata: &Metadata) -> Value {
+    fn scalar(value: &MetaValue) -> Value {
+        match value {
+            MetaValue::Str(s) => Value::String(s.clone()),
+            MetaValue::Bool(b) => Value::Bool(*b),
+            MetaValue::Num(n) => number_json(*n),
+            MetaValue::List(items) => Value::Array(items.iter().map(scalar).collect()),
+        }
+    }
+    Value::Object(
+        metadata
+            .0
+            .iter()
+            .map(|(k, v)| (k.clone(), scalar(v)))
+            .collect(),
+    )
+}
+
+fn number_json(n: f64) -> Value {
+    const EXACT_INT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if n.fract() == 0.0 && n.abs() < EXACT_INT {
+        Value::from(n as i64)
+    } else {
+        serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number)
+    }
+}
+
+fn filter_error(message: impl std::fmt::Display) -> ApiError {
+    ApiError::validation(format!("Invalid filter: {message}"))
+}
+
+/// Parses and checks a QueryVectors filter document.
+pub fn filter(
+    value: &Value,
+    non_filterable: &[String],
+    enhanced: bool,
+) -> Result<Filter, ApiError> {
+    let parsed = parse_filter(value, non_filterable, enhanced, 0)?;
+    let constraints = parsed.constraint_count();
+    if enhanced && constraints > MAX_FILTER_CONSTRAINTS {
+        return Err(filter_error(format!(
+            "the filter has {constraints} constraints; at most {MAX_FILTER_CONSTRAINTS} are allowed"
+        )));
+    }
+    Ok(parsed)
+}
+
+fn parse_filter(
+    value: &Value,
+    non_filterable: &[String],
+    enhanced: bool,
+    depth: usize,
+) -> Result<Filter, ApiError> {
+    if depth > MAX_FILTER_DEPTH {
+        return Err(filter_error(format!(
+            "nesting deeper than {MAX_FILTER_DEPTH}"
+        )));
+    }
+    let Value::Object(map) = value else {
+        return Err(filter_error("a filter must be a JSON object"));
+    };
+    if map.is_empty() {
+        return Err(filter_error("a filter object must not be empty"));
+    }
+    let mut parts = Vec::with_capacity(map.len());
+    for (key, operand) in map {
+        let part = match key.as_str() {
+            "$and" | "$or" => {
+                let Value::Array(items) = operand else {
+                    return Err(filter_error(format!(
+                        "{key} takes a non-empty array of filters"
+                    )));
+                };
+                if items.is_empty() {
+                    return Err(filter_error(format!(
+                        "{key} takes a non-empty array of filters"
+                    )));
+                }
+                let children = items
+                    .iter()
+                    .map(|item| parse_filter(item, non_filterable, enhanced, depth + 1))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if key == "$and" {
+                    Filter::And(children)
+                } else {
+                    Filter::Or(children)
+                }
+            }
+            op if op.starts_with('$') => {
+                return Err(filter_error(format!("unsupported operator {op}")));
+            }
+            field => {
+                if non_filterable.iter().any(|k| k == field) {
+                    return Err(filter_error(format!(
+                        "metadata key '{field}' is non-filterable and cannot be used in a filter"
+                    )));
+                }
+                parse_condition(field, operand, enhanced)?
+            }
+        };
+        parts.push(part);
+    }
+    Ok(if parts.len() == 1 {
+        parts.remove(0)
+    } else {
+        Filter::And(parts)
+    })
+}
+
+fn scalar_operand(field: &str, op: &str, value: &Value) -> Result<FilterValue, ApiError> {
+    match value {
+        Value::String(s) => Ok(FilterValue::Str(s.clone())),
+        Value::Bool(b) => Ok(FilterValue::Bool(*b)),
+        Value::Number(n) => n
+            .as_f64()
+            .map(FilterValue::Num)
+            .ok_or_else(|| filter_error(format!("invalid number for {op} on '{field}'"))),
+        _ => Err(filter_error(format!(
+            "{op} on '{field}' takes a string, number or boolean"
+        ))),
+    }
+}
+
+fn number_operand(field: &str, op: &str, value: &Value) -> Result<f64, ApiError> {
+    value
+        .as_f64()
+        .ok_or_else(|| filter_error(format!("{op} on '{field}' takes a number")))
+}
+
+fn list_operand(field: &str, op: &str, value: &Value) -> Result<Vec<FilterValue>, ApiError> {
+    match value {
+        Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .map(|item| scalar_operand(field, op, item))
+            .collect(),
+        _ => Err(filter_error(format!(
+            "{op} on '{field}' takes a non-empty array of strings, numbers or booleans"
+        ))),
+    }
+}
+
+fn parse_condition(field: &str, operand: &Value, enhanced: bool) -> Result<Filter, ApiError> {
+    let Value::Object(ops) = operand else {
+        return Ok(Filter::Eq(
+            field.to_owned(),
+            scalar_operand(field, "$eq", operand)?,
+        ));
+    };
+    if ops.is_empty() {
+        return Err(filter_error(format!("no operator given for '{field}'")));
+    }
+    let f = field.to_owned();
+    let mut conditions = Vec::with_capacity(ops.len());
+    for (op, value) in ops {
+        let condition = match op.as_str() {
+            "$eq" => Filter::Eq(f.clone(), scalar_operand(field, op, value)?),
+            "$ne" => Filter::Ne(f.clone(), scalar_operand(field, op, value)?),
+            "$gt" => Filter::Gt(f.clone(), number_operand(field, op, value)?),
+            "$gte" => Filter::Gte(f.clone(), number_operand(field, op, value)?),
+            "$lt" => Filter::Lt(f.clone(), number_operand(field, op, value)?),
+            "$lte" => Filter::Lte(f.clone(), number_operand(field, op, value)?),
+            "$in" => Filter::In(f.clone(), list_operand(field, op, value)?),
+            "$nin" => Filter::Nin(f.clone(), list_operand(field, op, value)?),
+            "$exists" => match value {
+                Value::Bool(b) => Filter::Exists(f.clone(), *b),
+                _ => {
+                    return Err(filter_error(format!(
+                        "$exists on '{field}' takes a boolean"
+                    )))
+                }
+            },
+            "$startsWith" => {
+                if !enhanced {
+                    return Err(filter_error(
+                        "$startsWith is only supported with the ENHANCED query mode",
+                    ));
+                }
+                match value {
+                    Value::String(s) => Filter::StartsWith(f.clone(), s.clone()),
+                    _ => {
+                        return Err(filter_error(format!(
+                            "$startsWith on '{field}' takes a string"
+                        )))
+                    }
+                }
+            }
+            other => return Err(filter_error(format!("unsupported operator {other}"))),
+        };
+        conditions.push(condition);
+    }
+    Ok(if conditions.len() == 1 {
+        conditions.remove(0)
+    } else {
+        Filter::And(conditions)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn names() {
+        assert!(bucket_name("my-bucket-1").is_ok());
+        assert_eq!(
+            bucket_name("ab").unwrap_err().to_string(),
+            "1 validation error detected. Value with length 2 at '/vectorBucketName' failed to satisfy constraint: Member must have length between 3 and 63, inclusive"
+        );
+        assert_eq!(
+            bucket_name("bad_name").unwrap_err().to_string(),
+            "Invalid vector bucket name"
+        );
+        assert!(bucket_name("-abc").is_err());
+        assert!(bucket_name("a.bc").is_err());
+        assert!(index_name("my.index-1").is_ok());
+        assert!(index_name("My.index").is_err());
+    }
+
+    #[test]
+    fn arns() {
+        let scope = ArnScope {
+            partition: "aws".into(),
+            region: "us-east-1".into(),
+            account_id: "123456789012".into(),
+        };
+        let arn = scope.index_arn("b-1", "i.1");
+        assert_eq!(
+            arn,
+            "arn:aws:s3vectors:us-east-1:123456789012:bucket/b-1/index/i.1"
+        );
+        assert_eq!(
+            scope.parse_arn(&arn).expect("valid"),
+            Some(("b-1".to_owned(), Some("i.1".to_owned())))
+        );
+        assert_eq!(
+            scope
+                .parse_arn("arn:aws:s3vectors:eu-west-1:123456789012:bucket/b-1")
+                .expect("valid"),
+            None
+        );
+        assert!(scope
+            .parse_arn("arn:aws:s3:us-east-1:123456789012:bucket/b-1")
+            .is_err());
+        assert!(scope.parse_arn("bucket/b-1").is_err());
+        assert!(scope
+            .parse_arn("arn:aws:s3vectors:us-east-1:123456789012:bucket/b-1/index")
+            .is_err());
+    }
+
+    #[test]
+    fn filters_parse_to_the_tree() {
+        let f = filter(
+            &json!({"genre": "drama", "year": {"$gte": 2000, "$lt": 2010}}),
+            &[],
+            true,
+        )
+        .expect("valid");
+        assert_eq!(
+            f,
+            Filter::And(vec![
+                Filter::Eq("genre".into(), FilterValue::Str("drama".into())),
+                Filter::And(vec![
+                    Filter::Gte("year".into(), 2000.0),
+                    Filter::Lt("year".into(), 2010.0)
+                ]),
+            ])
+        );
+        assert_eq!(f.constraint_count(), 3);
+        for bad in [
+            json!([]),
+            json!({}),
+            json!({"$foo": 1}),
+            json!({"a": {"$gt": "x"}}),
+            json!({"a": {"$in": []}}),
+            json!({"$and": []}),
+            json!({"$or": {"a": 1}}),
+            json!({"a": {"$exists": 1}}),
+            json!({"a": [1, 2]}),
+            json!({"a": null}),
+            json!({"note": 1}),
+        ] {
+            assert!(filter(&bad, &["note".to_owned()], true).is_err(), "{bad}");
+        }
+        let many: Vec<Value> = (0..101).map(|i| json!({"k": i})).collect();
+        assert!(filter(&json!({"$or": many}), &[], true).is_err());
+        assert!(filter(&json!({"a": {"$startsWith": "x"}}), &[], false).is_err());
+    }
+
+    #[test]
+    fn metadata_limits() {
+        let ok = metadata(&json!({"a": 1, "b": ["x", 2, true]}), &[], "").expect("valid");
+        assert_eq!(metadata_json(&ok), json!({"a": 1, "b": ["x", 2, true]}));
+        let big = "x".repeat(3000);
+        let err = metadata(&json!({"a": big}), &[], "Invalid record for key 'k': ").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Invalid record for key 'k': Filterable metadata must have at most 2048 bytes"
+        );
+        assert!(metadata(&json!({"a": "x".repeat(3000)}), &["a".to_owned()], "").is_ok());
+        assert!(metadata(&json!({"a": "x".repeat(41_000)}), &["a".to_owned()], "").is_err());
+        let many: Map<String, Value> = (0..51).map(|i| (format!("k{i}"), json!(i))).collect();
+        assert!(metadata(&Value::Object(many), &[], "").is_err());
+        assert!(metadata(&json!({"a": {"nested": 1}}), &[], "").is_err());
+        assert!(metadata(&json!({"a": null}), &[], "").is_err());
+        assert!(metadata(&json!([1]), &[], "").is_err());
+    }
+
+    #[test]
+    fn vectors() {
+        assert!(vector(&[1.0, 2.0], 2, true, "").is_ok());
+        assert_eq!(
+            vector(&[1.0], 5, false, "Invalid record for key 'a': ")
+                .unwrap_err()
+                .to_string(),
+            "Invalid record for key 'a': vector must have length 5, but has length 1"
+        );
+        assert!(vector(&[f32::NAN, 1.0], 2, false, "").is_err());
+        assert!(vector(&[f32::INFINITY, 1.0], 2, false, "").is_err());
+        assert!(vector(&[0.0, 0.0], 2, true, "").is_err());
+        assert!(vector(&[0.0, 0.0], 2, false, "").is_ok());
+    }
+}

@@ -1,0 +1,19 @@
+//! The Quiver node: hosts shards and answers the RPCs of [`quiver_proto::NodeRequest`].
+//!
+//! Layers, from the wire inwards:
+//! - [`server`]: the QUIC accept loop (mutual TLS), one bidirectional stream per request, admission
+//!   control, deadlines.
+//! - [`supervisor`]: one ractor actor per shard under a supervisor that restarts failed shards.
+//! - [`shard`]: the shard state machine (apply write batches, get, list, search).
+//! - [`store`]: the shard's redb database, fsynced before a batch is acknowledged.
+//! - [`vector_index`]: the FAISS wrapper — the only module with `unsafe`.
+//! - [`filter_index`]: the in-memory metadata filter index (roaring bitmaps).
+
+pub mod client;
+pub mod filter_index;
+pub mod server;
+pub mod shard;
+pub mod store;
+pub mod supervisor;
+pub mod tls;
+pub mod vector_index;

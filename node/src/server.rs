@@ -1,0 +1,173 @@
+//! The node's QUIC server: mutual TLS, one bidirectional stream per request.
+//!
+//! A stream carries one postcard [`Envelope`] each way. The request is read to its end with a size
+//! limit; whatever the bytes, the answer is a [`NodeResponse`] (an error for garbage) and the node
+//! keeps serving.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use quiver_proto::{
+    decode, encode, Envelope, NodeError, NodeRequest, NodeResponse, MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::supervisor::NodeService;
+use crate::tls::{ClusterIdentity, TlsError};
+
+/// Connections served at once; more are refused at the QUIC handshake.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Longest deadline a caller may ask for; longer ones are cut to this.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(120);
+/// How long a peer may take to send its request bytes.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Binds the node's QUIC endpoint.
+pub fn bind(addr: SocketAddr, identity: &ClusterIdentity) -> Result<quinn::Endpoint, ServerError> {
+    let config = identity.quic_server_config()?;
+    quinn::Endpoint::server(config, addr).map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Accepts connections until `shutdown` fires, then closes the endpoint.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    service: Arc<NodeService>,
+    shutdown: CancellationToken,
+) {
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            () = shutdown.cancelled() => break,
+        };
+        let Some(incoming) = incoming else { break };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            incoming.refuse();
+            continue;
+        };
+        let service = service.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(connection) => serve_connection(connection, service, shutdown).await,
+                Err(error) => tracing::debug!(%remote, %error, "quic handshake failed"),
+            }
+        });
+    }
+    endpoint.close(0u32.into(), b"shutdown");
+}
+
+async fn serve_connection(
+    connection: quinn::Connection,
+    service: Arc<NodeService>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            stream = connection.accept_bi() => stream,
+            () = shutdown.cancelled() => return,
+        };
+        let Ok((send, recv)) = stream else { return };
+        let service = service.clone();
+        tokio::spawn(serve_stream(send, recv, service));
+    }
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn serve_stream(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    service: Arc<NodeService>,
+) {
+    let bytes = match tokio::time::timeout(READ_TIMEOUT, recv.read_to_end(MAX_FRAME_BYTES)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "dropping unreadable stream");
+            let _ = send.reset(1u32.into());
+            return;
+        }
+        Err(_) => {
+            let _ = send.reset(2u32.into());
+            return;
+        }
+    };
+    let (request_id, response) = match decode::<NodeRequest>(&bytes) {
+        Err(error) => (
+            String::new(),
+            NodeResponse::Error(NodeError::Malformed(error.to_string())),
+        ),
+        Ok(envelope) if envelope.version != PROTOCOL_VERSION => (
+            envelope.request_id,
+            NodeResponse::Error(NodeError::ProtocolVersion {
+                got: envelope.version,
+                supported: PROTOCOL_VERSION,
+            }),
+        ),
+        Ok(envelope) => {
+            let now = now_unix_ms();
+            let budget = Duration::from_millis(envelope.deadline_unix_ms.saturating_sub(now))
+                .min(MAX_DEADLINE);
+            let deadline = Instant::now() + budget;
+            let span = tracing::info_span!(
+                "rpc",
+                request_id = %envelope.request_id,
+                kind = envelope.body.kind()
+            );
+            let response = service
+                .handle(envelope.body, deadline)
+                .instrument(span)
+                .await;
+            (envelope.request_id, response)
+        }
+    };
+    if let NodeResponse::Error(error) = &response {
+        tracing::debug!(%request_id, %error, "rpc failed");
+    }
+    let envelope = Envelope {
+        version: PROTOCOL_VERSION,
+        request_id,
+        deadline_unix_ms: 0,
+        body: response,
+    };
+    let bytes = match encode(&envelope) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            let fallback = Envelope {
+                body: NodeResponse::Error(NodeError::Storage(format!(
+                    "response too large: {error}"
+                ))),
+                ..envelope
+            };
+            match encode(&fallback) {
+                Ok(bytes) => bytes,
+                Err(_) => return,
+            }
+        }
+    };
+    if send.write_all(&bytes).await.is_ok() {
+        let _ = send.finish();
+    }
+}

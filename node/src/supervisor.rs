@@ -1,0 +1,605 @@
+//! Shard actors, their supervisor, and the node service that routes RPCs to them.
+//!
+//! Each shard has one ractor actor that owns its writes and lifecycle (apply, checkpoint,
+//! rebuild), so writes to a shard are serialized without locks around the store. Reads do not go
+//! through the actor: they take the shard's read lock on a blocking thread, so a slow query never
+//! stalls writes and writes only block reads while the in-memory state is swapped.
+//!
+//! The supervisor restarts a failed shard actor (re-opening the shard from disk) with exponential
+//! backoff, up to [`MAX_RESTARTS`] times in a row; ractor's default of stopping the parent is not
+//! what a node wants.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{RwLock, RwLockUpgradableReadGuard};
+use quiver_proto::{NodeError, NodeRequest, NodeResponse, ShardId, ShardSpec, WriteOp};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::sync::Semaphore;
+
+use crate::shard::{RebuiltIndex, Shard, ShardConfig, ShardError};
+use crate::store::ShardStore;
+
+/// Consecutive restarts of one shard before the supervisor gives up on it.
+pub const MAX_RESTARTS: u32 = 5;
+/// Largest `limit` a List request may ask for.
+pub const MAX_LIST_LIMIT: u32 = 10_000;
+/// Largest `top_k` a Search request may ask for.
+pub const MAX_TOP_K: u32 = 10_000;
+
+type SharedShard = Arc<RwLock<Shard>>;
+
+enum ShardSlot {
+    /// Opening, restarting or dropping: requests get a retryable error.
+    Unavailable,
+    Ready {
+        state: SharedShard,
+        actor: ActorRef<ShardMsg>,
+    },
+}
+
+#[derive(Default)]
+struct Registry {
+    shards: RwLock<HashMap<ShardId, (ShardSpec, ShardSlot)>>,
+}
+
+pub enum ShardMsg {
+    Write(Vec<WriteOp>, RpcReplyPort<Result<u64, NodeError>>),
+    InstallRebuilt(Box<Result<RebuiltIndex, ShardError>>),
+}
+
+struct ShardActor;
+
+struct ShardActorState {
+    shard: SharedShard,
+    rebuilding: bool,
+}
+
+struct ShardArgs {
+    dir: PathBuf,
+    spec: ShardSpec,
+    config: ShardConfig,
+    registry: Arc<Registry>,
+}
+
+impl Actor for ShardActor {
+    type Msg = ShardMsg;
+    type State = ShardActorState;
+    type Arguments = ShardArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let ShardArgs {
+            dir,
+            spec,
+            config,
+            registry,
+        } = args;
+        let id = spec.id;
+        let open_spec = spec.clone();
+        let shard =
+            tokio::task::spawn_blocking(move || Shard::open(&dir, open_spec, config)).await??;
+        tracing::info!(shard = %id, vectors = shard.len(), "shard opened");
+        let shard = Arc::new(RwLock::new(shard));
+        registry.shards.write().insert(
+            id,
+            (
+                spec,
+                ShardSlot::Ready {
+                    state: shard.clone(),
+                    actor: myself,
+                },
+            ),
+        );
+        Ok(ShardActorState {
+            shard,
+            rebuilding: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ShardMsg::Write(ops, reply) => {
+                let shard = state.shard.clone();
+                let result = tokio::task::spawn_blocking(move || apply_write(&shard, ops)).await?;
+                match result {
+                    Ok(seq) => {
+                        let _ = reply.send(Ok(seq));
+                    }
+                    Err(WriteFailure::Rejected(error)) => {
+                        let _ = reply.send(Err(error.into()));
+                    }
+                    Err(WriteFailure::AfterCommit(error)) => {
+                        // Durable but not applied in memory: fail the actor so the supervisor
+                        // re-opens the shard from disk, where the batch is.
+                        let _ = reply.send(Err(NodeError::Storage(error.to_string())));
+                        return Err(Box::new(error));
+                    }
+                }
+                self.maintain(&myself, state).await?;
+            }
+            ShardMsg::InstallRebuilt(result) => {
+                state.rebuilding = false;
+                match *result {
+                    Ok(rebuilt) => {
+                        let shard = state.shard.clone();
+                        tokio::task::spawn_blocking(move || -> Result<(), ShardError> {
+                            shard.write().install_rebuilt(rebuilt)?;
+                            let guard = shard.read();
+                            guard.write_checkpoint()
+                        })
+                        .await??;
+                        state.shard.write().mark_checkpointed();
+                        tracing::info!(shard = %state.shard.read().spec().id, "faiss index rebuilt");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "faiss rebuild failed; keeping the old index")
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Best effort: a checkpoint shortens the next start; the store is the truth either way.
+        let shard = state.shard.clone();
+        let _ = tokio::task::spawn_blocking(move || shard.read().write_checkpoint()).await;
+        Ok(())
+    }
+}
+
+impl ShardActor {
+    /// Checkpoint or rebuild the FAISS index when due. Checkpoints run inline (they are short and
+    /// keep the shard's write order simple); rebuilds run in the background.
+    async fn maintain(
+        &self,
+        myself: &ActorRef<ShardMsg>,
+        state: &mut ShardActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (needs_rebuild, needs_checkpoint) = {
+            let shard = state.shard.read();
+            (shard.needs_rebuild(), shard.needs_checkpoint())
+        };
+        if needs_rebuild && !state.rebuilding {
+            state.rebuilding = true;
+            let input = state.shard.read().rebuild_input();
+            let myself = myself.clone();
+            tokio::spawn(async move {
+                let result = tokio::task::spawn_blocking(move || input.build())
+                    .await
+                    .unwrap_or_else(|e| Err(ShardError::Invalid(format!("rebuild task: {e}"))));
+                let _ = myself.cast(ShardMsg::InstallRebuilt(Box::new(result)));
+            });
+        } else if needs_checkpoint && !state.rebuilding {
+            let shard = state.shard.clone();
+            let result =
+                tokio::task::spawn_blocking(move || shard.read().write_checkpoint()).await?;
+            match result {
+                Ok(()) => state.shard.write().mark_checkpointed(),
+                Err(error) => tracing::warn!(%error, "faiss checkpoint failed"),
+            }
+        }
+        Ok(())
+    }
+}
+
+enum WriteFailure {
+    Rejected(ShardError),
+    AfterCommit(ShardError),
+}
+
+/// Commits a batch durably while readers continue (upgradable read lock), then takes the write
+/// lock only to make it visible. The shard actor is the only writer, so nothing can change
+/// between the two steps.
+fn apply_write(shard: &SharedShard, ops: Vec<WriteOp>) -> Result<u64, WriteFailure> {
+    let guard = shard.upgradable_read();
+    let prepared = guard.commit(ops).map_err(WriteFailure::Rejected)?;
+    let mut guard = RwLockUpgradableReadGuard::upgrade(guard);
+    guard.install(prepared).map_err(WriteFailure::AfterCommit)
+}
+
+/// Supervises shard actors: spawns them linked, restarts them when they fail.
+struct Supervisor;
+
+pub enum SupervisorMsg {
+    Start(ShardSpec, RpcReplyPort<Result<(), NodeError>>),
+    Restart(ShardId, u32),
+}
+
+struct SupervisorState {
+    data_dir: PathBuf,
+    config: ShardConfig,
+    registry: Arc<Registry>,
+    /// Actor name -> (shard, consecutive restarts).
+    children: HashMap<ractor::ActorId, (ShardId, u32)>,
+}
+
+impl SupervisorState {
+    async fn spawn_shard(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        spec: ShardSpec,
+        restarts: u32,
+    ) -> Result<(), NodeError> {
+        let id = spec.id;
+        let args = ShardArgs {
+            dir: shard_dir(&self.data_dir, id),
+            spec: spec.clone(),
+            config: self.config.clone(),
+            registry: self.registry.clone(),
+        };
+        self.registry
+            .shards
+            .write()
+            .entry(id)
+            .or_insert((spec, ShardSlot::Unavailable));
+        match Actor::spawn_linked(None, ShardActor, args, myself.get_cell()).await {
+            Ok((actor, _handle)) => {
+                self.children.insert(actor.get_id(), (id, restarts));
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(shard = %id, %error, "shard failed to start");
+                Err(NodeError::Storage(format!(
+                    "shard {id} failed to start: {error}"
+                )))
+            }
+        }
+    }
+}
+
+fn shard_dir(data_dir: &Path, id: ShardId) -> PathBuf {
+    data_dir.join("shards").join(id.to_string())
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorState;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Start(spec, reply) => {
+                let result = state.spawn_shard(&myself, spec, 0).await;
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::Restart(id, restarts) => {
+                let spec = state
+                    .registry
+                    .shards
+                    .read()
+                    .get(&id)
+                    .map(|(s, _)| s.clone());
+                if let Some(spec) = spec {
+                    if state.spawn_shard(&myself, spec, restarts).await.is_err() {
+                        schedule_restart(&myself, id, restarts + 1);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                if let Some((id, restarts)) = state.children.remove(&cell.get_id()) {
+                    tracing::error!(shard = %id, %error, restarts, "shard actor failed");
+                    if let Some((_, slot)) = state.registry.shards.write().get_mut(&id) {
+                        *slot = ShardSlot::Unavailable;
+                    }
+                    schedule_restart(&myself, id, restarts + 1);
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                state.children.remove(&cell.get_id());
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn schedule_restart(supervisor: &ActorRef<SupervisorMsg>, id: ShardId, restarts: u32) {
+    if restarts > MAX_RESTARTS {
+        tracing::error!(shard = %id, "shard keeps failing; giving up until the node restarts");
+        return;
+    }
+    let backoff = Duration::from_millis(100 * 2u64.pow(restarts.min(8)));
+    let supervisor = supervisor.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(backoff).await;
+        let _ = supervisor.cast(SupervisorMsg::Restart(id, restarts));
+    });
+}
+
+/// Node-wide limits.
+#[derive(Debug, Clone)]
+pub struct NodeLimits {
+    /// Requests executing at once; more are refused with a retryable `Overloaded`.
+    pub max_in_flight: usize,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        NodeLimits { max_in_flight: 512 }
+    }
+}
+
+/// The node: a registry of shards and the RPC entry point.
+pub struct NodeService {
+    data_dir: PathBuf,
+    registry: Arc<Registry>,
+    supervisor: ActorRef<SupervisorMsg>,
+    admission: Semaphore,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeStartError {
+    #[error("reading shard directory {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("starting the shard supervisor: {0}")]
+    Spawn(#[from] ractor::SpawnErr),
+    #[error("shard {0} failed to open: {1}")]
+    Shard(String, NodeError),
+}
+
+impl NodeService {
+    /// Starts the supervisor and re-opens every shard found under `data_dir/shards`.
+    pub async fn start(
+        data_dir: &Path,
+        config: ShardConfig,
+        limits: NodeLimits,
+    ) -> Result<Arc<NodeService>, NodeStartError> {
+        let registry = Arc::new(Registry::default());
+        let (supervisor, _) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorState {
+                data_dir: data_dir.to_owned(),
+                config,
+                registry: registry.clone(),
+                children: HashMap::new(),
+            },
+        )
+        .await?;
+        let service = Arc::new(NodeService {
+            data_dir: data_dir.to_owned(),
+            registry,
+            supervisor,
+            admission: Semaphore::new(limits.max_in_flight),
+        });
+        let shards_dir = data_dir.join("shards");
+        let io = |source| NodeStartError::Io {
+            path: shards_dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&shards_dir).map_err(io)?;
+        let mut specs = Vec::new();
+        for entry in std::fs::read_dir(&shards_dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            match ShardStore::read_spec(&path) {
+                Ok(Some(spec)) => specs.push(spec),
+                Ok(None) => {
+                    tracing::warn!(path = %path.display(), "skipping directory without a shard")
+                }
+                Err(error) => tracing::error!(path = %path.display(), %error, "unreadable shard"),
+            }
+        }
+        for spec in specs {
+            let id = spec.id;
+            service
+                .create_shard(spec)
+                .await
+                .map_err(|e| NodeStartError::Shard(id.to_string(), e))?;
+        }
+        Ok(service)
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.registry.shards.read().len()
+    }
+
+    async fn create_shard(&self, spec: ShardSpec) -> Result<(), NodeError> {
+        if let Some((existing, _)) = self.registry.shards.read().get(&spec.id) {
+            return if *existing == spec {
+                Ok(())
+            } else {
+                Err(NodeError::InvalidRequest(format!(
+                    "shard {} exists with another spec",
+                    spec.id
+                )))
+            };
+        }
+        match ractor::call!(self.supervisor, SupervisorMsg::Start, spec) {
+            Ok(result) => result,
+            Err(e) => Err(NodeError::Storage(format!("supervisor unavailable: {e}"))),
+        }
+    }
+
+    async fn drop_shard(&self, id: ShardId) -> Result<(), NodeError> {
+        let removed = self.registry.shards.write().remove(&id);
+        if let Some((_, ShardSlot::Ready { actor, .. })) = removed {
+            let _ = actor
+                .stop_and_wait(None, Some(Duration::from_secs(30)))
+                .await;
+        }
+        let dir = shard_dir(&self.data_dir, id);
+        let trash = self.data_dir.join("trash").join(format!(
+            "{id}-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            if dir.exists() {
+                // Rename first (atomic): a crash can never leave a half-deleted shard to re-open.
+                if let Some(parent) = trash.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::rename(&dir, &trash)?;
+                std::fs::remove_dir_all(&trash)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| NodeError::Storage(e.to_string()))?
+        .map_err(|e| NodeError::Storage(format!("removing shard {id}: {e}")))
+    }
+
+    fn ready(&self, id: ShardId) -> Result<(SharedShard, ActorRef<ShardMsg>), NodeError> {
+        match self.registry.shards.read().get(&id) {
+            None => Err(NodeError::ShardNotFound(id)),
+            Some((_, ShardSlot::Unavailable)) => Err(NodeError::ShardUnavailable(id)),
+            Some((_, ShardSlot::Ready { state, actor })) => Ok((state.clone(), actor.clone())),
+        }
+    }
+
+    /// Runs a read against a shard on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        id: ShardId,
+        f: impl FnOnce(&Shard) -> Result<T, NodeError> + Send + 'static,
+    ) -> Result<T, NodeError> {
+        let (state, _) = self.ready(id)?;
+        tokio::task::spawn_blocking(move || f(&state.read()))
+            .await
+            .map_err(|e| NodeError::Storage(format!("read task failed: {e}")))?
+    }
+
+    /// Executes one request before `deadline`.
+    pub async fn handle(&self, request: NodeRequest, deadline: Instant) -> NodeResponse {
+        let Ok(_permit) = self.admission.try_acquire() else {
+            return NodeResponse::Error(NodeError::Overloaded);
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return NodeResponse::Error(NodeError::DeadlineExceeded);
+        }
+        match tokio::time::timeout(remaining, self.execute(request, remaining)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => NodeResponse::Error(error),
+            Err(_) => NodeResponse::Error(NodeError::DeadlineExceeded),
+        }
+    }
+
+    async fn execute(
+        &self,
+        request: NodeRequest,
+        remaining: Duration,
+    ) -> Result<NodeResponse, NodeError> {
+        match request {
+            NodeRequest::Ping => Ok(NodeResponse::Pong),
+            NodeRequest::CreateShard(spec) => {
+                if spec.dimension == 0 || spec.dimension > 4096 {
+                    return Err(NodeError::InvalidRequest("dimension out of range".into()));
+                }
+                self.create_shard(spec).await.map(|()| NodeResponse::Done)
+            }
+            NodeRequest::DropShard(id) => self.drop_shard(id).await.map(|()| NodeResponse::Done),
+            NodeRequest::Write { shard, ops } => {
+                let (_, actor) = self.ready(shard)?;
+                match actor
+                    .call(|reply| ShardMsg::Write(ops, reply), Some(remaining))
+                    .await
+                {
+                    Ok(ractor::rpc::CallResult::Success(result)) => {
+                        result.map(|seq| NodeResponse::Written { seq })
+                    }
+                    Ok(ractor::rpc::CallResult::Timeout) => Err(NodeError::DeadlineExceeded),
+                    Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+                        Err(NodeError::ShardUnavailable(shard))
+                    }
+                }
+            }
+            NodeRequest::Get {
+                shard,
+                keys,
+                return_data,
+                return_metadata,
+            } => {
+                if keys.len() > 1_000 {
+                    return Err(NodeError::InvalidRequest("too many keys".into()));
+                }
+                self.read(shard, move |s| {
+                    Ok(NodeResponse::Vectors(s.get(
+                        &keys,
+                        return_data,
+                        return_metadata,
+                    )))
+                })
+                .await
+            }
+            NodeRequest::List {
+                shard,
+                after,
+                limit,
+                range,
+                return_data,
+                return_metadata,
+            } => {
+                let limit = limit.min(MAX_LIST_LIMIT) as usize;
+                self.read(shard, move |s| {
+                    let (vectors, more) =
+                        s.list(after.as_deref(), limit, range, return_data, return_metadata);
+                    Ok(NodeResponse::Listed { vectors, more })
+                })
+                .await
+            }
+            NodeRequest::Search {
+                shard,
+                vector,
+                top_k,
+                filter,
+                return_metadata,
+            } => {
+                if top_k == 0 || top_k > MAX_TOP_K {
+                    return Err(NodeError::InvalidRequest("top_k out of range".into()));
+                }
+                self.read(shard, move |s| {
+                    s.search(&vector, top_k as usize, filter.as_ref(), return_metadata)
+                        .map(NodeResponse::Hits)
+                        .map_err(NodeError::from)
+                })
+                .await
+            }
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Mutual TLS for all cluster traffic: a cluster CA, leaf certificates it signs, and the rustls
+//! configurations quinn uses on both sides. A peer must present a certificate signed by the
+//! cluster CA, in both directions.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The TLS server name every cluster certificate carries and every client expects.
+pub const CLUSTER_SERVER_NAME: &str = "quiver.internal";
+/// ALPN protocol id of Quiver's QUIC RPC.
+pub const ALPN: &[u8] = b"quiver/1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("certificate generation: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("tls configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("client verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("quic crypto: {0}")]
+    Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {message}")]
+    Pem { path: String, message: String },
+}
+
+/// A process's identity: the CA it trusts and its own certificate chain and key.
+#[derive(Clone)]
+pub struct ClusterIdentity {
+    pub ca: CertificateDer<'static>,
+    pub cert_chain: Vec<CertificateDer<'static>>,
+    key_der: Arc<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ClusterIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterIdentity").finish_non_exhaustive()
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
+    use std::io::Write;
+    let io = |source| TlsError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(io)?;
+    file.write_all(contents.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)
+}
+
+/// A freshly generated CA (certificate and key in PEM).
+pub struct GeneratedCa {
+    pub cert_pem: String,
+    pub key_pem: String,
+    params: CertificateParams,
+    key: KeyPair,
+}
+
+impl GeneratedCa {
+    pub fn generate(name: &str) -> Result<Self, TlsError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate()?;
+        let cert = params.clone().self_signed(&key)?;
+        Ok(GeneratedCa {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            params,
+            key,
+        })
+    }
+
+    /// Issues a leaf certificate usable as both TLS server and client, for `names` plus the
+    /// cluster server name. Returns (certificate PEM, key PEM).
+    pub fn issue(&self, common_name: &str, names: &[String]) -> Result<(String, String), TlsError> {
+        let mut sans: Vec<String> = names.to_vec();
+        sans.push(CLUSTER_SERVER_NAME.to_owned());
+        let mut params = CertificateParams::new(sans)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate()?;
+        let issuer = self.params.clone().self_signed(&self.key)?;
+        let cert = params.signed_by(&key, &issuer, &self.key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+impl ClusterIdentity {
+    pub fn from_pem(ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsError> {
+        let pem_err = |what: &str, e: rustls::pki_types::pem::Error| TlsError::Pem {
+            path: what.to_owned(),
+            message: e.to_string(),
+        };
+        let ca = CertificateDer::from_pem_slice(ca_pem).map_err(|e| pem_err("ca", e))?;
+        let cert_chain = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| pem_err("certificate", e))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| pem_err("key", e))?;
+        Ok(ClusterIdentity {
+            ca,
+            cert_chain,
+            key_der: Arc::new(key.secret_der().to_vec()),
+        })
+    }
+
+    /// Loads `ca.pem`, `<name>.pem` and `<name>.key` from `dir`.
+    pub fn load(dir: &Path, name: &str) -> Result<Self, TlsError> {
+        Self::from_pem(
+            &read(&dir.join("ca.pem"))?,
+            &read(&dir.join(format!("{name}.pem")))?,
+            &read(&dir.join(format!("{name}.key")))?,
+        )
+    }
+
+    /// The dev-mode identity: a CA and one leaf certificate kept in `dir`, created on first use.
+    pub fn load_or_create_dev(dir: &Path) -> Result<Self, TlsError> {
+        let io = |source| TlsError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        if !dir.join("ca.pem").exists() || !dir.join("dev.key").exists() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+            let ca = GeneratedCa::generate("Quiver dev cluster CA")?;
+            let (cert, key) = ca.issue("quiver-dev", &["localhost".to_owned()])?;
+            write_private(&dir.join("ca.key"), &ca.key_pem)?;
+            write_private(&dir.join("dev.pem"), &cert)?;
+            write_private(&dir.join("dev.key"), &key)?;
+            // ca.pem last: its presence marks a complete set.
+            write_private(&dir.join("ca.pem"), &ca.cert_pem)?;
+        }
+        Self::load(dir, "dev")
+    }
+
+    fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::try_from(self.key_der.as_slice().to_vec()).unwrap_or_else(|_| {
+            PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+                self.key_der.as_slice().to_vec(),
+            ))
+        })
+    }
+
+    fn roots(&self) -> Result<Arc<rustls::RootCertStore>, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.clone())?;
+        Ok(Arc::new(roots))
+    }
+
+    fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    /// QUIC server configuration that requires a client certificate from the cluster CA.
+    pub fn quic_server_config(&self) -> Result<quinn::ServerConfig, TlsError> {
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            self.roots()?,
+            Self::provider(),
+        )
+        .build()?;
+        let mut tls = rustls::ServerConfig::builder_with_provider(Self::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.cert_chain.clone(), self.key())?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_concurrent_bidi_streams(1024u32.into())
+            .max_concurrent_uni_streams(0u32.into())
+            .keep_alive_interval(Some(std::time::Duration::from_secs(5)));
+        config.transport_config(Arc::new(transport));
+        Ok(config)
+    }
+
+    /// QUIC client configuration presenting this identity and trusting only the cluster CA.
+    pub fn quic_client_config(&self) -> Result<quinn::ClientConfig, TlsError> {
+        let mut tls = rustls::ClientConfig::builder_with_provider(Self::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(self.roots()?)
+            .with_client_auth_cert(self.cert_chain.clone(), self.key())?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .max_concurrent_bidi_streams(0u32.into())
+            .keep_alive_interval(Some(std::time::Duration::from_secs(5)));
+        config.transport_config(Arc::new(transport));
+        Ok(config)
+    }
+}

@@ -1,0 +1,17 @@
+//! The wire contract between Quiver processes.
+//!
+//! Pure data: no tokio, no quinn, no faiss. Everything that crosses a QUIC stream is defined here and
+//! encoded with postcard inside an [`Envelope`] that carries the protocol version, the request id and
+//! the deadline. Both sides decode with a size limit (see [`MAX_FRAME_BYTES`]).
+
+pub mod codec;
+pub mod filter;
+pub mod ids;
+pub mod messages;
+pub mod metadata;
+
+pub use codec::{decode, encode, CodecError, Envelope, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+pub use filter::{Filter, FilterValue};
+pub use ids::{key_hash, shard_for_key, HashRange, IndexUid, ShardId};
+pub use messages::*;
+pub use metadata::{MetaValue, Metadata};

@@ -1,0 +1,149 @@
+//! Requests a coordinator sends to a node, and the node's answers.
+
+use serde::{Deserialize, Serialize};
+
+use crate::filter::Filter;
+use crate::ids::{HashRange, ShardId};
+use crate::metadata::Metadata;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DistanceMetric {
+    Euclidean,
+    Cosine,
+}
+
+/// Everything a node needs to host one shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardSpec {
+    pub id: ShardId,
+    pub dimension: u32,
+    pub metric: DistanceMetric,
+    /// Metadata keys that are stored but never indexed for filtering.
+    pub non_filterable_keys: Vec<String>,
+    /// The hash range of vector keys this shard owns.
+    pub range: HashRange,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WriteOp {
+    /// Insert or fully replace a vector.
+    Put {
+        key: String,
+        vector: Vec<f32>,
+        metadata: Metadata,
+    },
+    /// Remove a vector; removing a missing key is not an error.
+    Delete { key: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum NodeRequest {
+    Ping,
+    /// Idempotent: creating an existing shard with the same spec succeeds.
+    CreateShard(ShardSpec),
+    /// Idempotent: dropping a missing shard succeeds.
+    DropShard(ShardId),
+    /// Apply a batch atomically; answered once the batch is durable.
+    Write {
+        shard: ShardId,
+        ops: Vec<WriteOp>,
+    },
+    Get {
+        shard: ShardId,
+        keys: Vec<String>,
+        return_data: bool,
+        return_metadata: bool,
+    },
+    /// Keys in ascending order strictly after `after`, optionally restricted to a hash range.
+    List {
+        shard: ShardId,
+        after: Option<String>,
+        limit: u32,
+        range: Option<HashRange>,
+        return_data: bool,
+        return_metadata: bool,
+    },
+    Search {
+        shard: ShardId,
+        vector: Vec<f32>,
+        top_k: u32,
+        filter: Option<Filter>,
+        return_metadata: bool,
+    },
+}
+
+impl NodeRequest {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NodeRequest::Ping => "ping",
+            NodeRequest::CreateShard(_) => "create_shard",
+            NodeRequest::DropShard(_) => "drop_shard",
+            NodeRequest::Write { .. } => "write",
+            NodeRequest::Get { .. } => "get",
+            NodeRequest::List { .. } => "list",
+            NodeRequest::Search { .. } => "search",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VectorRecord {
+    pub key: String,
+    pub vector: Option<Vec<f32>>,
+    pub metadata: Option<Metadata>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hit {
+    pub key: String,
+    /// The S3 Vectors distance: `1 - cos` for cosine, L2 (not squared) for euclidean.
+    pub distance: f32,
+    pub metadata: Option<Metadata>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum NodeResponse {
+    Pong,
+    Done,
+    /// The batch is durable at this shard sequence number.
+    Written {
+        seq: u64,
+    },
+    Vectors(Vec<VectorRecord>),
+    Listed {
+        vectors: Vec<VectorRecord>,
+        /// More keys may follow when `true`.
+        more: bool,
+    },
+    Hits(Vec<Hit>),
+    Error(NodeError),
+}
+
+/// Errors a node reports, each telling the caller what to do next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum NodeError {
+    /// The shard is not hosted here (yet): placement may be stale; do not retry blindly.
+    #[error("shard {0} is not hosted on this node")]
+    ShardNotFound(ShardId),
+    /// Admission control refused the request: retry later.
+    #[error("node is overloaded, retry later")]
+    Overloaded,
+    /// The request's deadline passed before it completed: retry with a new deadline.
+    #[error("deadline exceeded")]
+    DeadlineExceeded,
+    /// The request is malformed for this shard (wrong dimension, ...): a bug in the caller.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The peer speaks another protocol version.
+    #[error("unsupported protocol version {got}, this node speaks {supported}")]
+    ProtocolVersion { got: u16, supported: u16 },
+    /// The request bytes did not decode.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    /// Storage or index failure on the node; the write was not applied. Retryable.
+    #[error("node storage failure: {0}")]
+    Storage(String),
+    /// The shard is restarting or being dropped: retry shortly.
+    #[error("shard {0} is unavailable, retry later")]
+    ShardUnavailable(ShardId),
+}
