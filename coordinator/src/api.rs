@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tracing::Instrument;
 
+use crate::auth::{Authenticator, Principal};
 use crate::catalog::{
     BucketRecord, Catalog, CatalogCommand, EncryptionConfig, IndexRecord, ShardPlacement,
 };
@@ -40,6 +41,33 @@ pub struct AppState {
     pub config: ApiConfig,
     pub catalog: Arc<dyn Catalog>,
     pub data: DataPlane,
+    pub auth: Authenticator,
+}
+
+/// One authenticated request.
+pub struct Ctx {
+    pub request_id: String,
+    pub principal: Principal,
+}
+
+impl AppState {
+    /// Authorizes `actions` on `resource`, including the bucket policy of `bucket` if it has one.
+    fn authorize(
+        &self,
+        ctx: &Ctx,
+        actions: &[&str],
+        resource: &str,
+        bucket: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let policy = bucket.and_then(|b| {
+            self.catalog
+                .state()
+                .bucket(b)
+                .and_then(|r| r.policy.clone())
+        });
+        self.auth
+            .authorize(&ctx.principal, actions, resource, policy.as_deref())
+    }
 }
 
 type App = Arc<AppState>;
@@ -52,7 +80,6 @@ pub fn router(state: App) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(|| async { "ok" }))
         .route("/{operation}", post(dispatch))
-        .layer(axum::middleware::from_fn(require_signature))
         .layer(axum::middleware::from_fn(request_context))
         .layer(DefaultBodyLimit::max(validate::MAX_REQUEST_BYTES))
         .with_state(state)
@@ -68,25 +95,6 @@ async fn request_context(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert("x-amzn-requestid", value);
     }
     response
-}
-
-/// Signature checking comes with the authentication work; until then a request must at least
-/// carry a SigV4 Authorization header (any signature is accepted — see README).
-async fn require_signature(request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    if path == "/health" || path == "/ready" {
-        return next.run(request).await;
-    }
-    let signed = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 "));
-    if !signed {
-        return ApiError::AccessDenied("Missing or malformed SigV4 Authorization header".into())
-            .into_response();
-    }
-    next.run(request).await
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -111,6 +119,9 @@ async fn dispatch(
     State(app): State<App>,
     Extension(RequestId(request_id)): Extension<RequestId>,
     Path(operation): Path<String>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let body = match body {
@@ -123,20 +134,31 @@ async fn dispatch(
             .into_response()
         }
     };
+    let principal = match app.auth.authenticate(&method, &uri, &headers, &body) {
+        Ok(principal) => principal,
+        Err(error) => return error.into_response(),
+    };
+    let ctx = Ctx {
+        request_id,
+        principal,
+    };
     let result = match operation.as_str() {
-        "CreateVectorBucket" => create_bucket(&app, &body),
-        "GetVectorBucket" => get_bucket(&app, &body),
-        "ListVectorBuckets" => list_buckets(&app, &body),
-        "DeleteVectorBucket" => delete_bucket(&app, &body),
-        "CreateIndex" => create_index(&app, &body, &request_id).await,
-        "GetIndex" => get_index(&app, &body),
-        "ListIndexes" => list_indexes(&app, &body),
-        "DeleteIndex" => delete_index(&app, &body, &request_id).await,
-        "PutVectors" => put_vectors(&app, &body, &request_id).await,
-        "GetVectors" => get_vectors(&app, &body, &request_id).await,
-        "ListVectors" => list_vectors(&app, &body, &request_id).await,
-        "DeleteVectors" => delete_vectors(&app, &body, &request_id).await,
-        "QueryVectors" => query_vectors(&app, &body, &request_id).await,
+        "CreateVectorBucket" => create_bucket(&app, &body, &ctx),
+        "GetVectorBucket" => get_bucket(&app, &body, &ctx),
+        "ListVectorBuckets" => list_buckets(&app, &body, &ctx),
+        "DeleteVectorBucket" => delete_bucket(&app, &body, &ctx),
+        "CreateIndex" => create_index(&app, &body, &ctx).await,
+        "GetIndex" => get_index(&app, &body, &ctx),
+        "ListIndexes" => list_indexes(&app, &body, &ctx),
+        "DeleteIndex" => delete_index(&app, &body, &ctx).await,
+        "PutVectors" => put_vectors(&app, &body, &ctx).await,
+        "GetVectors" => get_vectors(&app, &body, &ctx).await,
+        "ListVectors" => list_vectors(&app, &body, &ctx).await,
+        "DeleteVectors" => delete_vectors(&app, &body, &ctx).await,
+        "QueryVectors" => query_vectors(&app, &body, &ctx).await,
+        "PutVectorBucketPolicy" => put_bucket_policy(&app, &body, &ctx),
+        "GetVectorBucketPolicy" => get_bucket_policy(&app, &body, &ctx),
+        "DeleteVectorBucketPolicy" => delete_bucket_policy(&app, &body, &ctx),
         other => Err(ApiError::UnknownOperation(format!(
             "Unknown operation: {other}"
         ))),
@@ -218,6 +240,20 @@ fn encryption_json(config: &EncryptionConfig) -> Value {
     value
 }
 
+/// Creating a resource with tags also needs `s3vectors:TagResource`.
+fn with_tagging(
+    actions: &'static [&'static str],
+    tags: &BTreeMap<String, String>,
+) -> &'static [&'static str] {
+    match (actions, tags.is_empty()) {
+        (_, true) => actions,
+        (["s3vectors:CreateVectorBucket"], false) => {
+            &["s3vectors:CreateVectorBucket", "s3vectors:TagResource"]
+        }
+        (_, false) => &["s3vectors:CreateIndex", "s3vectors:TagResource"],
+    }
+}
+
 fn tags(input: Option<BTreeMap<String, String>>) -> Result<BTreeMap<String, String>, ApiError> {
     let tags = input.unwrap_or_default();
     if tags.len() > 50 {
@@ -242,7 +278,7 @@ struct CreateBucketIn {
     tags: Option<BTreeMap<String, String>>,
 }
 
-fn create_bucket(app: &AppState, body: &[u8]) -> Result<Response, ApiError> {
+fn create_bucket(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
     let input: CreateBucketIn = parse(body)?;
     let Some(name) = input.vector_bucket_name else {
         return Err(ApiError::validation(
@@ -250,12 +286,20 @@ fn create_bucket(app: &AppState, body: &[u8]) -> Result<Response, ApiError> {
         ));
     };
     validate::bucket_name(&name)?;
+    let tags = tags(input.tags)?;
+    app.authorize(
+        ctx,
+        with_tagging(&["s3vectors:CreateVectorBucket"], &tags),
+        &app.config.scope.bucket_arn(&name),
+        None,
+    )?;
     let record = BucketRecord {
         name: name.clone(),
         creation_time: now_epoch_seconds(),
         encryption: encryption(input.encryption_configuration)?.unwrap_or_default(),
-        tags: tags(input.tags)?,
+        tags,
         default_index_mode: "ENHANCED".into(),
+        policy: None,
     };
     app.catalog.execute(CatalogCommand::CreateBucket(record))?;
     Ok(ok_json(
@@ -270,27 +314,42 @@ struct BucketIn {
     vector_bucket_arn: Option<String>,
 }
 
-/// Resolves a bucket address to a bucket that exists.
+/// Authorizes `actions` on the addressed bucket, then resolves it to a bucket that exists.
+/// Authorization comes first, so a caller without access cannot probe which buckets exist.
 fn resolve_bucket(
     app: &AppState,
+    ctx: &Ctx,
+    actions: &[&str],
     name: Option<&str>,
     arn: Option<&str>,
 ) -> Result<BucketRecord, ApiError> {
     match validate::bucket_address(&app.config.scope, name, arn)? {
-        BucketAddress::Foreign => Err(ApiError::bucket_not_found()),
-        BucketAddress::Name(name) => app
-            .catalog
-            .state()
-            .bucket(&name)
-            .cloned()
-            .ok_or_else(ApiError::bucket_not_found),
+        BucketAddress::Foreign => {
+            app.authorize(ctx, actions, arn.unwrap_or_default(), None)?;
+            Err(ApiError::bucket_not_found())
+        }
+        BucketAddress::Name(name) => {
+            app.authorize(
+                ctx,
+                actions,
+                &app.config.scope.bucket_arn(&name),
+                Some(&name),
+            )?;
+            app.catalog
+                .state()
+                .bucket(&name)
+                .cloned()
+                .ok_or_else(ApiError::bucket_not_found)
+        }
     }
 }
 
-fn get_bucket(app: &AppState, body: &[u8]) -> Result<Response, ApiError> {
+fn get_bucket(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
     let input: BucketIn = parse(body)?;
     let bucket = resolve_bucket(
         app,
+        ctx,
+        &["s3vectors:GetVectorBucket"],
         input.vector_bucket_name.as_deref(),
         input.vector_bucket_arn.as_deref(),
     )?;
@@ -394,9 +453,10 @@ fn page<'a, T>(
     (out, None)
 }
 
-fn list_buckets(app: &AppState, body: &[u8]) -> Result<Response, ApiError> {
+fn list_buckets(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
     let input: ListIn = parse(body)?;
     let paging = paging(&input, 500)?;
+    app.authorize(ctx, &["s3vectors:ListVectorBuckets"], "*", None)?;
     let state = app.catalog.state();
     let scope = &app.config.scope;
     let (items, token) = page(
@@ -419,10 +479,12 @@ fn list_buckets(app: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     Ok(ok_json(out))
 }
 
-fn delete_bucket(app: &AppState, body: &[u8]) -> Result<Response, ApiError> {
+fn delete_bucket(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
     let input: BucketIn = parse(body)?;
     let bucket = resolve_bucket(
         app,
+        ctx,
+        &["s3vectors:DeleteVectorBucket"],
         input.vector_bucket_name.as_deref(),
         input.vector_bucket_arn.as_deref(),
     )?;
@@ -460,7 +522,7 @@ fn required<T>(value: Option<T>, path: &str) -> Result<T, ApiError> {
     })
 }
 
-async fn create_index(app: &AppState, body: &[u8], request_id: &str) -> Result<Response, ApiError> {
+async fn create_index(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
     let input: CreateIndexIn = parse(body)?;
     let index_name = required(input.index_name, "/indexName")?;
     validate::index_name(&index_name)?;
@@ -519,8 +581,23 @@ async fn create_index(app: &AppState, body: &[u8], request_id: &str) -> Result<R
     };
     let encryption = encryption(input.encryption_configuration)?;
     let tags = tags(input.tags)?;
+    match validate::bucket_address(
+        &app.config.scope,
+        input.vector_bucket_name.as_deref(),
+        input.vector_bucket_arn.as_deref(),
+    )? {
+        BucketAddress::Name(bucket) => app.authorize(
+            ctx,
+            with_tagging(&["s3vectors:CreateIndex"], &tags),
+            &app.config.scope.index_arn(&bucket, &index_name),
+            Some(&bucket),
+        )?,
+        BucketAddress::Foreign => return Err(ApiError::bucket_not_found()),
+    }
     let bucket = resolve_bucket(
         app,
+        ctx,
+        &[],
         input.vector_bucket_name.as_deref(),
         input.vector_bucket_arn.as_deref(),
     )?;
@@ -562,12 +639,12 @@ async fn create_index(app: &AppState, body: &[u8], request_id: &str) -> Result<R
         shards,
     };
     // Shards first, then the catalog: an index is visible only once all its shards exist.
-    app.data.create_shards(&record, request_id).await?;
+    app.data.create_shards(&record, &ctx.request_id).await?;
     if let Err(error) = app
         .catalog
         .execute(CatalogCommand::CreateIndex(record.clone()))
     {
-        app.data.drop_shards(&record, request_id).await;
+        app.data.drop_shards(&record, &ctx.request_id).await;
         return Err(error.into());
     }
     Ok(ok_json(json!({
@@ -583,28 +660,38 @@ struct IndexIn {
     index_arn: Option<String>,
 }
 
-/// Resolves an index address to an existing index.
+/// Authorizes `actions` on the addressed index, then resolves it to an existing index.
 fn resolve_index(
     app: &AppState,
+    ctx: &Ctx,
+    actions: &[&str],
     bucket: Option<&str>,
     index: Option<&str>,
     arn: Option<&str>,
 ) -> Result<IndexRecord, ApiError> {
     match validate::index_address(&app.config.scope, bucket, index, arn)? {
-        IndexAddress::Foreign => Err(ApiError::index_not_found()),
-        IndexAddress::Name { bucket, index } => app
-            .catalog
-            .state()
-            .index(&bucket, &index)
-            .cloned()
-            .ok_or_else(ApiError::index_not_found),
+        IndexAddress::Foreign => {
+            app.authorize(ctx, actions, arn.unwrap_or_default(), None)?;
+            Err(ApiError::index_not_found())
+        }
+        IndexAddress::Name { bucket, index } => {
+            let resource = app.config.scope.index_arn(&bucket, &index);
+            app.authorize(ctx, actions, &resource, Some(&bucket))?;
+            app.catalog
+                .state()
+                .index(&bucket, &index)
+                .cloned()
+                .ok_or_else(ApiError::index_not_found)
+        }
     }
 }
 
-fn get_index(app: &AppState, body: &[u8]) -> Result<Response, ApiError> {
+fn get_index(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
     let input: IndexIn = parse(body)?;
     let index = resolve_index(
         app,
+        ctx,
+        &["s3vectors:GetIndex"],
         input.vector_bucket_name.as_deref(),
         input.index_name.as_deref(),
         input.index_arn.as_deref(),
@@ -628,11 +715,13 @@ fn get_index(app: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     Ok(ok_json(json!({ "index": out })))
 }
 
-fn list_indexes(app: &AppState, body: &[u8]) -> Result<Response, ApiError> {
+fn list_indexes(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
     let input: ListIn = parse(body)?;
     let paging = paging(&input, 500)?;
     let bucket = resolve_bucket(
         app,
+        ctx,
+        &["s3vectors:ListIndexes"],
         input.vector_bucket_name.as_deref(),
         input.vector_bucket_arn.as_deref(),
     )?;
@@ -659,10 +748,12 @@ fn list_indexes(app: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     Ok(ok_json(out))
 }
 
-async fn delete_index(app: &AppState, body: &[u8], request_id: &str) -> Result<Response, ApiError> {
+async fn delete_index(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
     let input: IndexIn = parse(body)?;
     let index = resolve_index(
         app,
+        ctx,
+        &["s3vectors:DeleteIndex"],
         input.vector_bucket_name.as_deref(),
         input.index_name.as_deref(),
         input.index_arn.as_deref(),
@@ -671,7 +762,7 @@ async fn delete_index(app: &AppState, body: &[u8], request_id: &str) -> Result<R
         bucket: index.bucket.clone(),
         name: index.name.clone(),
     })?;
-    app.data.drop_shards(&index, request_id).await;
+    app.data.drop_shards(&index, &ctx.request_id).await;
     Ok(ok_empty())
 }
 
@@ -706,12 +797,14 @@ fn count_limit(path: &str, len: usize, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn put_vectors(app: &AppState, body: &[u8], request_id: &str) -> Result<Response, ApiError> {
+async fn put_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
     let input: PutVectorsIn = parse(body)?;
     let vectors = required(input.vectors, "/vectors")?;
     count_limit("/vectors", vectors.len(), validate::MAX_PUT_VECTORS)?;
     let index = resolve_index(
         app,
+        ctx,
+        &["s3vectors:PutVectors"],
         input.vector_bucket_name.as_deref(),
         input.index_name.as_deref(),
         input.index_arn.as_deref(),
@@ -737,7 +830,7 @@ async fn put_vectors(app: &AppState, body: &[u8], request_id: &str) -> Result<Re
             metadata,
         });
     }
-    app.data.write(&index, request_id, ops).await?;
+    app.data.write(&index, &ctx.request_id, ops).await?;
     Ok(ok_empty())
 }
 
@@ -773,11 +866,13 @@ fn checked_keys(keys: Option<Vec<String>>, max: usize) -> Result<Vec<String>, Ap
     Ok(keys)
 }
 
-async fn get_vectors(app: &AppState, body: &[u8], request_id: &str) -> Result<Response, ApiError> {
+async fn get_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
     let input: KeysIn = parse(body)?;
     let keys = checked_keys(input.keys, validate::MAX_GET_KEYS)?;
     let index = resolve_index(
         app,
+        ctx,
+        &["s3vectors:GetVectors"],
         input.vector_bucket_name.as_deref(),
         input.index_name.as_deref(),
         input.index_arn.as_deref(),
@@ -793,7 +888,7 @@ async fn get_vectors(app: &AppState, body: &[u8], request_id: &str) -> Result<Re
         .data
         .get(
             &index,
-            request_id,
+            &ctx.request_id,
             unique,
             input.return_data.unwrap_or(false),
             input.return_metadata.unwrap_or(false),
@@ -803,15 +898,13 @@ async fn get_vectors(app: &AppState, body: &[u8], request_id: &str) -> Result<Re
     Ok(ok_json(json!({ "vectors": vectors })))
 }
 
-async fn delete_vectors(
-    app: &AppState,
-    body: &[u8],
-    request_id: &str,
-) -> Result<Response, ApiError> {
+async fn delete_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
     let input: KeysIn = parse(body)?;
     let keys = checked_keys(input.keys, validate::MAX_DELETE_KEYS)?;
     let index = resolve_index(
         app,
+        ctx,
+        &["s3vectors:DeleteVectors"],
         input.vector_bucket_name.as_deref(),
         input.index_name.as_deref(),
         input.index_arn.as_deref(),
@@ -820,7 +913,7 @@ async fn delete_vectors(
         .into_iter()
         .map(|key| WriteOp::Delete { key })
         .collect();
-    app.data.write(&index, request_id, ops).await?;
+    app.data.write(&index, &ctx.request_id, ops).await?;
     Ok(ok_empty())
 }
 
@@ -838,7 +931,7 @@ struct ListVectorsIn {
     return_metadata: Option<bool>,
 }
 
-async fn list_vectors(app: &AppState, body: &[u8], request_id: &str) -> Result<Response, ApiError> {
+async fn list_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
     let input: ListVectorsIn = parse(body)?;
     let limit = match input.max_results {
         None => 500,
@@ -879,8 +972,18 @@ async fn list_vectors(app: &AppState, body: &[u8], request_id: &str) -> Result<R
         }
     };
     let after = input.next_token.as_deref().map(decode_token).transpose()?;
+    let return_data = input.return_data.unwrap_or(false);
+    let return_metadata = input.return_metadata.unwrap_or(false);
+    // Reading data or metadata through ListVectors also needs GetVectors.
+    let list_actions: &[&str] = if return_data || return_metadata {
+        &["s3vectors:ListVectors", "s3vectors:GetVectors"]
+    } else {
+        &["s3vectors:ListVectors"]
+    };
     let index = resolve_index(
         app,
+        ctx,
+        list_actions,
         input.vector_bucket_name.as_deref(),
         input.index_name.as_deref(),
         input.index_arn.as_deref(),
@@ -889,12 +992,12 @@ async fn list_vectors(app: &AppState, body: &[u8], request_id: &str) -> Result<R
         .data
         .list(
             &index,
-            request_id,
+            &ctx.request_id,
             after,
             limit,
             range,
-            input.return_data.unwrap_or(false),
-            input.return_metadata.unwrap_or(false),
+            return_data,
+            return_metadata,
         )
         .await?;
     let token = if more {
@@ -925,11 +1028,7 @@ struct QueryIn {
     query_texts: Option<Value>,
 }
 
-async fn query_vectors(
-    app: &AppState,
-    body: &[u8],
-    request_id: &str,
-) -> Result<Response, ApiError> {
+async fn query_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
     let input: QueryIn = parse(body)?;
     let top_k = required(input.top_k, "/topK")?;
     if top_k < 1 {
@@ -963,8 +1062,17 @@ async fn query_vectors(
             ))
         }
     };
+    // A filter or returned metadata reads metadata: that also needs GetVectors.
+    let return_metadata = input.return_metadata.unwrap_or(false);
+    let query_actions: &[&str] = if input.filter.is_some() || return_metadata {
+        &["s3vectors:QueryVectors", "s3vectors:GetVectors"]
+    } else {
+        &["s3vectors:QueryVectors"]
+    };
     let index = resolve_index(
         app,
+        ctx,
+        query_actions,
         input.vector_bucket_name.as_deref(),
         input.index_name.as_deref(),
         input.index_arn.as_deref(),
@@ -983,13 +1091,12 @@ async fn query_vectors(
         .as_ref()
         .map(|f| validate::filter(f, &non_filterable, enhanced))
         .transpose()?;
-    let return_metadata = input.return_metadata.unwrap_or(false);
     let return_distance = input.return_distance.unwrap_or(false);
     let hits = app
         .data
         .query(
             &index,
-            request_id,
+            &ctx.request_id,
             query_vector,
             top_k as u32,
             filter,
@@ -1013,4 +1120,64 @@ async fn query_vectors(
         "vectors": vectors,
         "distanceMetric": metric_name(index.metric),
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BucketPolicyIn {
+    vector_bucket_name: Option<String>,
+    vector_bucket_arn: Option<String>,
+    policy: Option<String>,
+}
+
+fn put_bucket_policy(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
+    let input: BucketPolicyIn = parse(body)?;
+    let policy = required(input.policy, "/policy")?;
+    crate::auth::policy::Policy::parse(&policy, true)
+        .map_err(|e| ApiError::validation(format!("Invalid policy: {e}")))?;
+    let bucket = resolve_bucket(
+        app,
+        ctx,
+        &["s3vectors:PutVectorBucketPolicy"],
+        input.vector_bucket_name.as_deref(),
+        input.vector_bucket_arn.as_deref(),
+    )?;
+    app.catalog.execute(CatalogCommand::SetBucketPolicy {
+        bucket: bucket.name,
+        policy: Some(policy),
+    })?;
+    Ok(ok_empty())
+}
+
+fn get_bucket_policy(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
+    let input: BucketIn = parse(body)?;
+    let bucket = resolve_bucket(
+        app,
+        ctx,
+        &["s3vectors:GetVectorBucketPolicy"],
+        input.vector_bucket_name.as_deref(),
+        input.vector_bucket_arn.as_deref(),
+    )?;
+    match bucket.policy {
+        Some(policy) => Ok(ok_json(json!({ "policy": policy }))),
+        None => Err(ApiError::NotFound(
+            "The specified vector bucket policy could not be found".into(),
+        )),
+    }
+}
+
+fn delete_bucket_policy(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
+    let input: BucketIn = parse(body)?;
+    let bucket = resolve_bucket(
+        app,
+        ctx,
+        &["s3vectors:DeleteVectorBucketPolicy"],
+        input.vector_bucket_name.as_deref(),
+        input.vector_bucket_arn.as_deref(),
+    )?;
+    app.catalog.execute(CatalogCommand::SetBucketPolicy {
+        bucket: bucket.name,
+        policy: None,
+    })?;
+    Ok(ok_empty())
 }

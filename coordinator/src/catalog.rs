@@ -61,6 +61,8 @@ pub struct BucketRecord {
     pub encryption: EncryptionConfig,
     pub tags: BTreeMap<String, String>,
     pub default_index_mode: String,
+    /// The bucket policy document (validated JSON text), if one is set.
+    pub policy: Option<String>,
 }
 
 /// Where one shard of an index lives.
@@ -90,9 +92,19 @@ pub struct IndexRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CatalogCommand {
     CreateBucket(BucketRecord),
-    DeleteBucket { name: String },
+    DeleteBucket {
+        name: String,
+    },
     CreateIndex(IndexRecord),
-    DeleteIndex { bucket: String, name: String },
+    DeleteIndex {
+        bucket: String,
+        name: String,
+    },
+    /// Sets (`Some`) or removes (`None`) a bucket's policy.
+    SetBucketPolicy {
+        bucket: String,
+        policy: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,6 +174,15 @@ impl CatalogState {
                     return Err(CatalogError::IndexNotFound);
                 }
                 Ok(vec![RowChange::DeleteIndex(bucket, name)])
+            }
+            CatalogCommand::SetBucketPolicy { bucket, policy } => {
+                let mut record = self
+                    .buckets
+                    .get(&bucket)
+                    .cloned()
+                    .ok_or(CatalogError::BucketNotFound)?;
+                record.policy = policy;
+                Ok(vec![RowChange::PutBucket(record)])
             }
         }
     }
@@ -328,6 +349,7 @@ mod tests {
             encryption: EncryptionConfig::default(),
             tags: BTreeMap::new(),
             default_index_mode: "ENHANCED".into(),
+            policy: None,
         }
     }
 

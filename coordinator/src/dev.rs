@@ -13,11 +13,12 @@ use quiver_node::tls::ClusterIdentity;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{router, ApiConfig, AppState};
+use crate::auth::{AuthConfig, Authenticator};
 use crate::catalog::RedbCatalog;
 use crate::dataplane::DataPlane;
 use crate::validate::ArnScope;
 
-/// Documented dev credentials; signatures are not verified yet (see README).
+/// Documented dev credentials with full access, used when no `--auth-config` is given.
 pub const DEV_ACCESS_KEY_ID: &str = "quiverdev";
 pub const DEV_SECRET_ACCESS_KEY: &str = "quiverdevsecret";
 /// The node id of the embedded node; shard maps refer to it, so it never changes.
@@ -43,6 +44,14 @@ pub struct DevArgs {
     /// Shards per new index (at least 2).
     #[arg(long, default_value_t = 2, env = "QUIVER_SHARDS_PER_INDEX")]
     pub shards_per_index: u32,
+    /// TOML file with users (access keys, secrets, IAM identity policies). Without it the
+    /// documented dev credentials get full access.
+    #[arg(long, env = "QUIVER_AUTH_CONFIG")]
+    pub auth_config: Option<PathBuf>,
+    /// Allow the dev credentials on a non-loopback --listen address (anyone who can reach the
+    /// port and knows the documented keys gets full access).
+    #[arg(long, default_value_t = false)]
+    pub allow_dev_credentials_on_public_address: bool,
     /// FAISS index description for new shards (wrapped in IDMap2).
     #[arg(long, default_value = quiver_node::vector_index::DEFAULT_INDEX_DESCRIPTION, env = "QUIVER_FAISS_INDEX")]
     pub faiss_index: String,
@@ -60,6 +69,22 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     {
         anyhow::bail!("--region must look like us-east-1, got {:?}", args.region);
     }
+    let auth_config = match &args.auth_config {
+        Some(path) => AuthConfig::load(path)?,
+        None => {
+            if !args.listen.ip().is_loopback() && !args.allow_dev_credentials_on_public_address {
+                anyhow::bail!(
+                    "refusing to serve the documented dev credentials on {} (not a loopback address): \
+                     give --auth-config with your own users, or pass \
+                     --allow-dev-credentials-on-public-address if you really mean it",
+                    args.listen
+                );
+            }
+            AuthConfig::dev(DEV_ACCESS_KEY_ID, DEV_SECRET_ACCESS_KEY)
+        }
+    };
+    let auth = Authenticator::new(&auth_config, &args.region, &args.account_id)
+        .context("invalid auth configuration")?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
     let identity = ClusterIdentity::load_or_create_dev(&args.data_dir.join("tls"))
@@ -100,33 +125,49 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         },
         catalog: Arc::new(catalog),
         data,
+        auth,
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let http_addr = listener.local_addr()?;
     let endpoint_url = format!("http://{http_addr}");
-    let info = serde_json::json!({
+    let dev_credentials = args.auth_config.is_none();
+    let mut info = serde_json::json!({
         "endpoint": endpoint_url,
         "node_addr": node_addr.to_string(),
         "region": args.region,
         "account_id": args.account_id,
-        "access_key_id": DEV_ACCESS_KEY_ID,
-        "secret_access_key": DEV_SECRET_ACCESS_KEY,
     });
+    if dev_credentials {
+        info["access_key_id"] = DEV_ACCESS_KEY_ID.into();
+        info["secret_access_key"] = DEV_SECRET_ACCESS_KEY.into();
+    }
     std::fs::write(
         args.data_dir.join("dev.json"),
         serde_json::to_vec_pretty(&info)?,
     )?;
+    let credentials = if dev_credentials {
+        format!(
+            "  access key id      {DEV_ACCESS_KEY_ID}\n  secret access key  {DEV_SECRET_ACCESS_KEY}   (dev credentials, full access)\n"
+        )
+    } else {
+        format!(
+            "  users              {} from {}\n",
+            auth_config.users.len(),
+            args.auth_config
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        )
+    };
     println!(
-        "\nQuiver dev is ready.\n\
-         \n  endpoint           {endpoint_url}\n  region             {region}\n  access key id      {DEV_ACCESS_KEY_ID}\n  secret access key  {DEV_SECRET_ACCESS_KEY}\n  data directory     {data}\n  node (QUIC, mTLS)  {node_addr} ({shards} shards open)\n\
-         \nPoint boto3 at it:\n\
-         \n  import boto3\n  s3v = boto3.client(\"s3vectors\", endpoint_url=\"{endpoint_url}\", region_name=\"{region}\",\n                     aws_access_key_id=\"{DEV_ACCESS_KEY_ID}\", aws_secret_access_key=\"{DEV_SECRET_ACCESS_KEY}\")\n\
-         \nDev mode: requests must be SigV4-signed, but signatures are not verified yet.\n",
+        "\nQuiver dev is ready.\n\n  endpoint           {endpoint_url}\n  region             {region}\n{credentials}  data directory     {data}\n  node (QUIC, mTLS)  {node_addr} ({shards} shards open)\n\nPoint boto3 at it:\n\n  import boto3\n  s3v = boto3.client(\"s3vectors\", endpoint_url=\"{endpoint_url}\", region_name=\"{region}\",\n                     aws_access_key_id=\"{key}\", aws_secret_access_key=\"{secret}\")\n\nEvery request must carry a valid AWS SigV4 signature.\n",
         region = args.region,
         data = args.data_dir.display(),
         shards = node.shard_count(),
+        key = if dev_credentials { DEV_ACCESS_KEY_ID } else { "<your key>" },
+        secret = if dev_credentials { DEV_SECRET_ACCESS_KEY } else { "<your secret>" },
     );
     let app = router(state);
     let http_shutdown = shutdown.clone();

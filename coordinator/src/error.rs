@@ -18,6 +18,12 @@ pub enum ApiError {
     },
     #[error("{0}")]
     AccessDenied(String),
+    /// Authentication failed (missing, malformed, expired or wrong signature, unknown key).
+    #[error("{message}")]
+    Unauthenticated {
+        error_type: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -96,6 +102,7 @@ impl ApiError {
         match self {
             ApiError::Validation { .. } => (StatusCode::BAD_REQUEST, "ValidationException"),
             ApiError::AccessDenied(_) => (StatusCode::FORBIDDEN, "AccessDeniedException"),
+            ApiError::Unauthenticated { error_type, .. } => (StatusCode::FORBIDDEN, error_type),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NotFoundException"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "ConflictException"),
             ApiError::ServiceQuotaExceeded(_) => (

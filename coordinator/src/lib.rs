@@ -2,6 +2,7 @@
 //!
 //! - [`api`]: axum routes and one function per S3 Vectors operation (the only code that knows the
 //!   S3 Vectors JSON names).
+//! - [`auth`]: SigV4 verification and IAM-style policy evaluation.
 //! - [`validate`]: pure validation of names, ARNs, vectors, metadata and filters.
 //! - [`catalog`]: buckets, indexes and shard maps as a deterministic state machine, persisted in
 //!   redb behind the [`catalog::Catalog`] interface.
@@ -10,6 +11,7 @@
 //! - [`dev`]: `quiver dev`, the embedded single-process cluster.
 
 pub mod api;
+pub mod auth;
 pub mod catalog;
 pub mod dataplane;
 pub mod dev;

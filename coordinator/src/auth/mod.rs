@@ -1,0 +1,207 @@
+//! Authentication (SigV4) and authorization (identity + bucket policies).
+//!
+//! Every API request is authenticated by [`Authenticator::authenticate`] before it is parsed;
+//! every operation then calls [`Authenticator::authorize`] with its action(s) and resource ARN
+//! before any side effect.
+
+pub mod policy;
+pub mod sigv4;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use axum::http::{HeaderMap, Method, Uri};
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use policy::{combine, Caller, Decision, Policy};
+use sigv4::{AuthError, Verifier};
+
+/// One user from the auth config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// IAM identity policy document (JSON text).
+    pub policy: String,
+}
+
+/// The `--auth-config` TOML file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accepted difference between a request's X-Amz-Date and the server clock.
+    #[serde(default = "default_skew")]
+    pub clock_skew_seconds: u64,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+}
+
+fn default_skew() -> u64 {
+    sigv4::DEFAULT_CLOCK_SKEW.as_secs()
+}
+
+/// Full access to everything: the identity policy of the dev user.
+pub const ALLOW_ALL: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3vectors:*","Resource":"*"}]}"#;
+
+impl AuthConfig {
+    pub fn load(path: &Path) -> anyhow::Result<AuthConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading auth config {}: {e}", path.display()))?;
+        let config: AuthConfig = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("parsing auth config {}: {e}", path.display()))?;
+        Ok(config)
+    }
+
+    /// The documented dev credentials with full access.
+    pub fn dev(access_key_id: &str, secret: &str) -> AuthConfig {
+        AuthConfig {
+            clock_skew_seconds: default_skew(),
+            users: vec![UserConfig {
+                name: "dev".into(),
+                access_key_id: access_key_id.into(),
+                secret_access_key: secret.into(),
+                policy: ALLOW_ALL.into(),
+            }],
+        }
+    }
+}
+
+struct User {
+    secret: String,
+    caller: Caller,
+    policy: Policy,
+}
+
+pub struct Authenticator {
+    region: String,
+    clock_skew: Duration,
+    users: HashMap<String, User>,
+}
+
+/// An authenticated request: who made it.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub access_key_id: String,
+    pub caller: Caller,
+}
+
+impl Authenticator {
+    /// Validates the config (unique keys, parseable policies) and builds the authenticator.
+    pub fn new(config: &AuthConfig, region: &str, account_id: &str) -> anyhow::Result<Self> {
+        let mut users = HashMap::new();
+        for user in &config.users {
+            if user.access_key_id.len() < 3 || user.secret_access_key.len() < 8 {
+                anyhow::bail!(
+                    "user {:?}: access_key_id needs ≥ 3 characters and secret_access_key ≥ 8",
+                    user.name
+                );
+            }
+            let policy = Policy::parse(&user.policy, false)
+                .map_err(|e| anyhow::anyhow!("user {:?}: invalid policy: {e}", user.name))?;
+            let entry = User {
+                secret: user.secret_access_key.clone(),
+                caller: Caller {
+                    arn: format!("arn:aws:iam::{account_id}:user/{}", user.name),
+                    account_id: account_id.to_owned(),
+                },
+                policy,
+            };
+            if users.insert(user.access_key_id.clone(), entry).is_some() {
+                anyhow::bail!("access key id {:?} is configured twice", user.access_key_id);
+            }
+        }
+        Ok(Authenticator {
+            region: region.to_owned(),
+            clock_skew: Duration::from_secs(config.clock_skew_seconds),
+            users,
+        })
+    }
+
+    pub fn authenticate(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Principal, ApiError> {
+        let verifier = Verifier {
+            region: &self.region,
+            clock_skew: self.clock_skew,
+        };
+        let verified = verifier
+            .verify(method, uri, headers, body, SystemTime::now(), |key| {
+                self.users.get(key).map(|u| u.secret.clone())
+            })
+            .map_err(|e| {
+                tracing::info!(error = %e, "request failed authentication");
+                auth_error(e)
+            })?;
+        let user = self
+            .users
+            .get(&verified.access_key_id)
+            .ok_or_else(|| auth_error(AuthError::UnknownAccessKey))?;
+        Ok(Principal {
+            access_key_id: verified.access_key_id,
+            caller: user.caller.clone(),
+        })
+    }
+
+    /// Checks every action in `actions` on `resource` against the caller's identity policy and
+    /// the bucket policy (if the resource's bucket has one).
+    pub fn authorize(
+        &self,
+        principal: &Principal,
+        actions: &[&str],
+        resource: &str,
+        bucket_policy: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let user = self
+            .users
+            .get(&principal.access_key_id)
+            .ok_or_else(|| auth_error(AuthError::UnknownAccessKey))?;
+        // A stored bucket policy was validated when it was put; an unparseable one grants nothing.
+        let bucket_policy = bucket_policy.and_then(|text| Policy::parse(text, true).ok());
+        for action in actions {
+            let decision = combine(
+                std::iter::once(user.policy.evaluate(&principal.caller, action, resource)).chain(
+                    bucket_policy
+                        .iter()
+                        .map(|p| p.evaluate(&principal.caller, action, resource)),
+                ),
+            );
+            if decision != Decision::Allow {
+                let reason = if decision == Decision::ExplicitDeny {
+                    "with an explicit deny"
+                } else {
+                    "because no policy allows it"
+                };
+                return Err(ApiError::AccessDenied(format!(
+                    "User: {} is not authorized to perform: {action} on resource: {resource} {reason}",
+                    principal.caller.arn
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn auth_error(e: AuthError) -> ApiError {
+    let error_type = match e {
+        AuthError::Missing => "MissingAuthenticationTokenException",
+        AuthError::UnknownAccessKey => "UnrecognizedClientException",
+        AuthError::Malformed(_) => "IncompleteSignatureException",
+        AuthError::Expired { .. }
+        | AuthError::NotYetValid { .. }
+        | AuthError::WrongRegion(_)
+        | AuthError::WrongService
+        | AuthError::SignatureMismatch => "InvalidSignatureException",
+    };
+    ApiError::Unauthenticated {
+        error_type,
+        message: e.to_string(),
+    }
+}
