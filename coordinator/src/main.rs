@@ -18,6 +18,70 @@ struct Cli {
 enum Command {
     /// Run an embedded single-process cluster (coordinator + node over loopback QUIC).
     Dev(quiver_coordinator::dev::DevArgs),
+    /// Create the cluster CA and certificates for mutual TLS between processes.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Create a new cluster CA: writes ca.pem and ca.key (keep ca.key offline).
+    Ca {
+        /// Output directory.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Common name of the CA certificate.
+        #[arg(long, default_value = "Quiver cluster CA")]
+        name: String,
+    },
+    /// Issue a certificate for one process (node or coordinator), signed by the CA. Writes
+    /// NAME.pem and NAME.key; copy ca.pem next to them.
+    Issue {
+        /// Directory holding ca.pem and ca.key.
+        #[arg(long)]
+        ca_dir: std::path::PathBuf,
+        /// Process name, e.g. node-1; also the certificate's common name.
+        #[arg(long)]
+        name: String,
+        /// Extra DNS names or IP addresses the process is reached at (repeatable).
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        /// Output directory.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+}
+
+fn cert(command: CertCommand) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use quiver_node::tls::GeneratedCa;
+    match command {
+        CertCommand::Ca { out, name } => {
+            if out.join("ca.key").exists() {
+                anyhow::bail!(
+                    "{} already holds a CA; refusing to overwrite it",
+                    out.display()
+                );
+            }
+            GeneratedCa::generate(&name)?.write(&out)?;
+            println!("wrote {0}/ca.pem and {0}/ca.key", out.display());
+        }
+        CertCommand::Issue {
+            ca_dir,
+            name,
+            sans,
+            out,
+        } => {
+            let read = |file: &str| {
+                std::fs::read_to_string(ca_dir.join(file))
+                    .with_context(|| format!("reading {}", ca_dir.join(file).display()))
+            };
+            let ca = GeneratedCa::from_pem(&read("ca.pem")?, &read("ca.key")?)?;
+            ca.issue_to(&out, &name, &sans)?;
+            println!("wrote {0}/{name}.pem and {0}/{name}.key", out.display());
+        }
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -29,6 +93,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Command::Cert(command) = cli.command {
+        return cert(command);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("quiver")
@@ -43,6 +110,7 @@ fn main() -> anyhow::Result<()> {
         });
         match cli.command {
             Command::Dev(args) => quiver_coordinator::dev::run(args, shutdown).await,
+            Command::Cert(_) => Ok(()),
         }
     })
 }

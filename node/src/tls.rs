@@ -103,6 +103,40 @@ impl GeneratedCa {
         })
     }
 
+    /// Loads a CA written earlier (its certificate and key in PEM) so it can issue more
+    /// certificates.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        let params = CertificateParams::from_ca_cert_pem(cert_pem)?;
+        Ok(GeneratedCa {
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+            params,
+            key,
+        })
+    }
+
+    /// Writes `ca.pem` and `ca.key` (mode 0600) into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<(), TlsError> {
+        std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        write_private(&dir.join("ca.key"), &self.key_pem)?;
+        write_private(&dir.join("ca.pem"), &self.cert_pem)
+    }
+
+    /// Issues a leaf certificate for `name` and writes `<name>.pem` and `<name>.key` into `dir`.
+    pub fn issue_to(&self, dir: &Path, name: &str, sans: &[String]) -> Result<(), TlsError> {
+        let (cert, key) = self.issue(name, sans)?;
+        std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        write_private(&dir.join(format!("{name}.key")), &key)?;
+        write_private(&dir.join(format!("{name}.pem")), &cert)
+    }
+
     /// Issues a leaf certificate usable as both TLS server and client, for `names` plus the
     /// cluster server name. Returns (certificate PEM, key PEM).
     pub fn issue(&self, common_name: &str, names: &[String]) -> Result<(String, String), TlsError> {
@@ -225,5 +259,43 @@ impl ClusterIdentity {
             .keep_alive_interval(Some(std::time::Duration::from_secs(5)));
         config.transport_config(Arc::new(transport));
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reloaded_ca_issues_certificates_that_chain_to_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = GeneratedCa::generate("test CA").expect("ca");
+        ca.write(dir.path()).expect("write");
+        let reloaded = GeneratedCa::from_pem(
+            &std::fs::read_to_string(dir.path().join("ca.pem")).expect("pem"),
+            &std::fs::read_to_string(dir.path().join("ca.key")).expect("key"),
+        )
+        .expect("reload");
+        reloaded
+            .issue_to(dir.path(), "node-1", &["127.0.0.1".into()])
+            .expect("issue");
+        let identity = ClusterIdentity::load(dir.path(), "node-1").expect("identity");
+        // The issued chain verifies against the CA with webpki (what quinn's TLS does).
+        let roots = identity.roots().expect("roots");
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots,
+            ClusterIdentity::provider(),
+        )
+        .build()
+        .expect("verifier");
+        let now = rustls::pki_types::UnixTime::now();
+        verifier
+            .verify_client_cert(&identity.cert_chain[0], &[], now)
+            .expect("chains to the CA");
+        // A certificate from another CA does not.
+        let other = GeneratedCa::generate("other CA").expect("ca");
+        let (cert, _) = other.issue("intruder", &[]).expect("issue");
+        let intruder = CertificateDer::from_pem_slice(cert.as_bytes()).expect("der");
+        assert!(verifier.verify_client_cert(&intruder, &[], now).is_err());
     }
 }

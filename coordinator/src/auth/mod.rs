@@ -205,3 +205,58 @@ fn auth_error(e: AuthError) -> ApiError {
         message: e.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The commented template in deploy/ is what users copy: it must stay valid.
+    #[test]
+    fn the_example_config_parses_and_validates() {
+        let text = include_str!("../../../deploy/auth.example.toml");
+        let config: AuthConfig = toml::from_str(text).expect("template parses");
+        assert_eq!(config.users.len(), 3);
+        assert_eq!(config.clock_skew_seconds, 900);
+        let auth = Authenticator::new(&config, "us-east-1", "123456789012").expect("valid");
+        let principal = Principal {
+            access_key_id: "AKIAQUIVERINGEST001".into(),
+            caller: Caller {
+                arn: "arn:aws:iam::123456789012:user/ingest".into(),
+                account_id: "123456789012".into(),
+            },
+        };
+        let index = "arn:aws:s3vectors:us-east-1:123456789012:bucket/media/index/movies";
+        assert!(auth
+            .authorize(&principal, &["s3vectors:PutVectors"], index, None)
+            .is_ok());
+        assert!(auth
+            .authorize(&principal, &["s3vectors:DeleteVectors"], index, None)
+            .is_err());
+        assert!(auth
+            .authorize(&principal, &["s3vectors:QueryVectors"], index, None)
+            .is_err());
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_duplicate_keys() {
+        assert!(toml::from_str::<AuthConfig>("bogus = 1").is_err());
+        let config = AuthConfig {
+            clock_skew_seconds: 900,
+            users: vec![
+                UserConfig {
+                    name: "a".into(),
+                    access_key_id: "KEY1".into(),
+                    secret_access_key: "secret-1234".into(),
+                    policy: ALLOW_ALL.into(),
+                },
+                UserConfig {
+                    name: "b".into(),
+                    access_key_id: "KEY1".into(),
+                    secret_access_key: "secret-5678".into(),
+                    policy: ALLOW_ALL.into(),
+                },
+            ],
+        };
+        assert!(Authenticator::new(&config, "us-east-1", "123456789012").is_err());
+    }
+}
