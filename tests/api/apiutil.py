@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -37,6 +38,8 @@ SECRET_KEY = "quiverdevsecret"
 SERVICE = "s3vectors"
 STARTUP_TIMEOUT_S = 60.0
 DEFAULT_BIN = os.path.join(os.path.expanduser("~"), ".cache", "quiver", "target", "debug", "quiver")
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 # Every server started by this suite, so failing tests can show the relevant log tails.
 SERVERS: list["QuiverServer"] = []
@@ -93,6 +96,7 @@ class QuiverServer:
                     "--data-dir",
                     str(self.data_dir),
                 ],
+                env=self._env(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -102,6 +106,13 @@ class QuiverServer:
             SERVERS.append(self)
         self._wait_ready()
         return self
+
+    @staticmethod
+    def _env() -> dict:
+        env = dict(os.environ)
+        env.setdefault("NO_COLOR", "1")  # plain log files
+        env.setdefault("RUST_BACKTRACE", "1")  # panics in the log come with a backtrace
+        return env
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -178,7 +189,9 @@ class QuiverServer:
 
     def client(self, **config):
         """A boto3 s3vectors client for this server; `config` adds botocore Config options."""
-        cfg = Config(retries={"max_attempts": 2}, **config)
+        options = {"retries": {"max_attempts": 2}}
+        options.update(config)
+        cfg = Config(**options)
         return boto3.client(
             "s3vectors",
             endpoint_url=self.endpoint,
@@ -223,7 +236,7 @@ class QuiverServer:
 
     def log_tail(self, lines: int = 60) -> str:
         try:
-            text = self.log_path.read_text(errors="replace").splitlines()
+            text = ANSI_ESCAPE.sub("", self.log_path.read_text(errors="replace")).splitlines()
         except FileNotFoundError:
             return f"(no log at {self.log_path})"
         return f"--- last {min(lines, len(text))} lines of {self.log_path} ---\n" + "\n".join(

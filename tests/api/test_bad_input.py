@@ -16,8 +16,14 @@ import threading
 import time
 import warnings
 
+import boto3
 import pytest
 import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
 
 from apiutil import cleanup_bucket, unique_name
 
@@ -185,27 +191,68 @@ def test_unknown_operation(quiver, target):
         target["check"](f"{method} {path}")
 
 
-def test_unsigned_and_badly_signed_requests_do_not_crash(quiver, target):
+def test_unsigned_and_badly_signed_requests_rejected(quiver, target):
     body = json.dumps({"vectorBucketName": target["bucket"], "indexName": target["index"],
                        "vectors": [{"key": "evil", "data": {"float32": [0, 0, 0, 0]}}]})
-    headers_variants = [
-        {},
-        {"Authorization": "AWS4-HMAC-SHA256"},
-        {"Authorization": "AWS4-HMAC-SHA256 Credential=/,SignedHeaders=,Signature="},
-        {"Authorization": "garbage \x01\x02"},
-        {"Authorization": "AWS4-HMAC-SHA256 " + "A" * 100_000},
+    # (headers, allowed statuses): header values that are not valid HTTP (control characters) or
+    # too large may be refused by the HTTP layer (400/431) before authentication.
+    variants = [
+        ({}, (403,)),
+        ({"Authorization": "AWS4-HMAC-SHA256"}, (403,)),
+        ({"Authorization": "AWS4-HMAC-SHA256 Credential=/,SignedHeaders=,Signature="}, (403,)),
+        ({"Authorization": "Basic cXVpdmVyZGV2OnF1aXZlcmRldnNlY3JldA=="}, (403,)),
+        ({"Authorization": "garbage \x01\x02"}, (400, 403)),
+        ({"Authorization": "AWS4-HMAC-SHA256 " + "A" * 100_000}, (400, 403, 431)),
     ]
-    for hdrs in headers_variants:
+    for hdrs, allowed in variants:
+        what = f"auth variant {str(hdrs)[:60]}"
         try:
             r = requests.post(quiver.endpoint + "/PutVectors", data=body,
                               headers={"Content-Type": "application/json", **hdrs}, timeout=30)
         except requests.exceptions.ConnectionError:
+            assert 431 in allowed, f"{what}: connection dropped"
             continue  # refusing an oversized header by closing the connection is fine
-        # Dev mode may or may not enforce signatures; either way no 5xx.
-        assert r.status_code < 500, f"auth variant {str(hdrs)[:60]}: HTTP {r.status_code} {r.text[:200]!r}"
-    s3v = quiver.client()
-    s3v.delete_vectors(keys=["evil"], **target["kw"])
+        assert r.status_code in allowed, f"{what}: HTTP {r.status_code} {r.text[:200]!r}"
+        if r.status_code == 403:
+            assert_json_error(r, statuses=(403,), types=None, what=what)
     target["check"]("bad Authorization headers")
+
+
+def test_bad_credentials_rejected(quiver, target):
+    """Wrong secret, unknown access key, wrong region, tampered body: 403 and nothing happens."""
+    def client(access_key, secret, region="us-east-1"):
+        return boto3.client("s3vectors", endpoint_url=quiver.endpoint, region_name=region,
+                            aws_access_key_id=access_key, aws_secret_access_key=secret,
+                            config=Config(retries={"max_attempts": 1}))
+
+    evil = unique_name("evil")
+    for label, c in [("wrong secret", client("quiverdev", "not-the-secret")),
+                     ("unknown access key", client("AKIDNOBODY", "quiverdevsecret")),
+                     ("wrong region scope", client("quiverdev", "quiverdevsecret", region="eu-west-1"))]:
+        for call in (lambda: c.create_vector_bucket(vectorBucketName=evil),
+                     lambda: c.delete_vectors(keys=["sentinel"], **target["kw"])):
+            try:
+                call()
+            except ClientError as e:
+                status = e.response["ResponseMetadata"]["HTTPStatusCode"]
+                assert status == 403, f"{label}: expected HTTP 403, got {status} {e.response['Error']}"
+            else:
+                raise AssertionError(f"{label}: request was accepted")
+
+    # Body swapped after signing: the payload hash no longer matches.
+    signed_body = json.dumps({"vectorBucketName": evil})
+    req = AWSRequest(method="POST", url=quiver.endpoint + "/CreateVectorBucket", data=signed_body.encode(),
+                     headers={"Content-Type": "application/json"})
+    SigV4Auth(Credentials("quiverdev", "quiverdevsecret"), "s3vectors", "us-east-1").add_auth(req)
+    tampered = json.dumps({"vectorBucketName": evil + "-x"})
+    r = requests.post(quiver.endpoint + "/CreateVectorBucket", data=tampered, headers=dict(req.headers.items()),
+                      timeout=30)
+    assert r.status_code == 403, f"tampered body: HTTP {r.status_code} {r.text[:200]!r}"
+
+    s3v = quiver.client()
+    names = {b["vectorBucketName"] for b in s3v.list_vector_buckets(prefix="evil")["vectorBuckets"]}
+    assert not names & {evil, evil + "-x"}, f"rejected requests created buckets: {names}"
+    target["check"]("requests with bad credentials")
 
 
 @pytest.mark.parametrize("depth", [10, 100, 10_000, 200_000])

@@ -407,3 +407,43 @@ BAD_FILTERS = [
 def test_bad_filter_rejected(s3v_raw, filter_index, flt):
     api_error(s3v_raw.query_vectors, "ValidationException", status=400, topK=5,
               queryVector={"float32": [0.0, 0.0, 0.0, 1.0]}, filter=flt, **filter_index["kw"])
+
+
+# -- large topK and paging -------------------------------------------------------------------------
+
+
+def test_large_topk_follows_next_token(s3v, new_index):
+    """topK above one page (the service pages QueryVectors results with nextToken since 2026-06)."""
+    ix = new_index(dimension=3, metric="euclidean")
+    rng = np.random.default_rng(11)
+    data = rng.normal(size=(600, 3)).astype(np.float32)
+    for start in range(0, 600, 300):
+        s3v.put_vectors(vectors=[vec(f"p{i}", data[i]) for i in range(start, start + 300)], **ix.by_name)
+    q = np.array([0.1, 0.2, 0.3], dtype=np.float32)
+    exact = np.argsort(np.linalg.norm(data.astype(np.float64) - q, axis=1), kind="stable")
+
+    resp = query_all(s3v, topK=450, queryVector={"float32": f32_list(q)}, returnDistance=True, **ix.by_name)
+    keys = [v["key"] for v in resp["vectors"]]
+    assert len(keys) == 450, f"topK=450 returned {len(keys)} results over {resp['pages']} page(s)"
+    assert len(set(keys)) == 450, "duplicate keys across QueryVectors pages"
+    dists = [v["distance"] for v in resp["vectors"]]
+    assert dists == sorted(dists), "results across pages must be ascending by distance"
+    assert set(keys) == {f"p{i}" for i in exact[:450]}, "topK=450 of 600 must be the 450 nearest"
+
+
+def test_topk_above_service_maximum(s3v_raw, new_index):
+    ix = new_index(dimension=2)
+    api_error(s3v_raw.query_vectors, "ValidationException", status=400, topK=10_001,
+              queryVector={"float32": [1.0, 2.0]}, **ix.by_name)
+
+
+def test_max_dimension_round_trip(s3v, new_index):
+    ix = new_index(dimension=4096, metric="cosine")
+    rng = np.random.default_rng(4096)
+    data = rng.normal(size=(20, 4096)).astype(np.float32)
+    s3v.put_vectors(vectors=[vec(f"d{i}", row) for i, row in enumerate(data)], **ix.by_name)
+    got = s3v.get_vectors(keys=["d7"], returnData=True, **ix.by_name)["vectors"][0]["data"]["float32"]
+    assert got == f32_list(data[7]), "4096-d vector did not round-trip exactly"
+    resp = s3v.query_vectors(topK=3, queryVector={"float32": f32_list(data[7])}, returnDistance=True, **ix.by_name)
+    assert resp["vectors"][0]["key"] == "d7"
+    assert resp["vectors"][0]["distance"] == pytest.approx(0.0, abs=1e-5)

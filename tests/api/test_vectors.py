@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -241,6 +242,59 @@ def test_read_after_write(s3v, idx):
         assert key not in keys_of(res["vectors"]), f"round {round_no}: deleted key still returned by query"
         res = s3v.query_vectors(topK=5, queryVector={"float32": data}, filter={"round": round_no}, **idx.by_name)
         assert res["vectors"] == [], f"round {round_no}: deleted key still matches a filter"
+
+
+def test_concurrent_writers(quiver, idx):
+    """Parallel PutVectors/DeleteVectors on one index: the end state is exactly the acknowledged writes."""
+    def worker(w: int) -> set[str]:
+        client = quiver.client()
+        rng = np.random.default_rng(w)
+        alive: set[str] = set()
+        for batch in range(12):
+            keys = [f"w{w}-b{batch}-{j}" for j in range(10)]
+            client.put_vectors(vectors=[vec(k, rng.normal(size=4), {"w": w, "b": batch}) for k in keys],
+                               **idx.by_name)
+            alive.update(keys)
+            if batch % 3 == 2:
+                doomed = sorted(alive)[:8]
+                client.delete_vectors(keys=doomed, **idx.by_name)
+                alive.difference_update(doomed)
+        return alive
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        expected = set().union(*pool.map(worker, range(8)))
+    client = quiver.client()
+    listed = stored_keys(client, idx)
+    assert len(listed) == len(set(listed)), "ListVectors returned duplicates after concurrent writes"
+    assert set(listed) == expected, (
+        f"after concurrent writes: missing {sorted(expected - set(listed))[:5]}, "
+        f"unexpected {sorted(set(listed) - expected)[:5]}"
+    )
+    for w in range(8):
+        res = query_all(client, topK=100, queryVector={"float32": [1.0, 0.0, 0.0, 0.0]}, filter={"w": w},
+                        **idx.by_name)
+        want = {k for k in expected if k.startswith(f"w{w}-")}
+        assert len(want) <= 100, "test bug: more matches than topK"
+        assert {v["key"] for v in res["vectors"]} == want, f"filter w={w} after concurrent writes"
+
+
+def test_bucket_recreated_with_same_name_is_empty(s3v):
+    name = unique_name("again")
+    s3v.create_vector_bucket(vectorBucketName=name)
+    s3v.create_index(vectorBucketName=name, indexName="ix1", dataType="float32", dimension=2,
+                     distanceMetric="euclidean")
+    s3v.put_vectors(vectorBucketName=name, indexName="ix1", vectors=[vec("old", [1, 2])])
+    s3v.delete_index(vectorBucketName=name, indexName="ix1")
+    s3v.delete_vector_bucket(vectorBucketName=name)
+    try:
+        s3v.create_vector_bucket(vectorBucketName=name)
+        assert s3v.list_indexes(vectorBucketName=name)["indexes"] == []
+        s3v.create_index(vectorBucketName=name, indexName="ix1", dataType="float32", dimension=2,
+                         distanceMetric="euclidean")
+        assert s3v.get_vectors(vectorBucketName=name, indexName="ix1", keys=["old"])["vectors"] == []
+        assert s3v.list_vectors(vectorBucketName=name, indexName="ix1")["vectors"] == []
+    finally:
+        cleanup_bucket(s3v, name)
 
 
 # -- ListVectors pagination and segments -------------------------------------------------------
