@@ -14,7 +14,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use base64::Engine;
 use quiver_proto::{DistanceMetric, HashRange, IndexUid, WriteOp};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -27,6 +26,8 @@ use crate::catalog::{
 };
 use crate::dataplane::{metric_name, DataPlane};
 use crate::error::ApiError;
+use crate::throttle::Throttle;
+use crate::tokens::{CursorCache, TokenSigner};
 use crate::validate::{self, ArnScope, BucketAddress, IndexAddress};
 
 /// Settings of the API layer.
@@ -42,6 +43,9 @@ pub struct AppState {
     pub catalog: Arc<dyn Catalog>,
     pub data: DataPlane,
     pub auth: Authenticator,
+    pub tokens: TokenSigner,
+    pub cursors: CursorCache,
+    pub throttle: Throttle,
 }
 
 /// One authenticated request.
@@ -80,6 +84,10 @@ pub fn router(state: App) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(|| async { "ok" }))
         .route("/{operation}", post(dispatch))
+        .route(
+            "/tags/{arn}",
+            get(tags_dispatch).post(tags_dispatch).delete(tags_dispatch),
+        )
         .layer(axum::middleware::from_fn(request_context))
         .layer(DefaultBodyLimit::max(validate::MAX_REQUEST_BYTES))
         .with_state(state)
@@ -159,6 +167,9 @@ async fn dispatch(
         "PutVectorBucketPolicy" => put_bucket_policy(&app, &body, &ctx),
         "GetVectorBucketPolicy" => get_bucket_policy(&app, &body, &ctx),
         "DeleteVectorBucketPolicy" => delete_bucket_policy(&app, &body, &ctx),
+        "PutVectorBucketDefaultIndexMode" => put_default_index_mode(&app, &body, &ctx),
+        "UpdateIndexMode" => update_index_mode(&app, &body, &ctx),
+        "UpdateMetadataConfiguration" => update_metadata_configuration(&app, &body, &ctx),
         other => Err(ApiError::UnknownOperation(format!(
             "Unknown operation: {other}"
         ))),
@@ -374,26 +385,31 @@ struct ListIn {
     prefix: Option<String>,
 }
 
+/// What a list token continues: which listing (`scope`, e.g. the index ARN plus segment and
+/// prefix) and the last name returned.
 #[derive(Serialize, Deserialize)]
 struct PageToken {
+    scope: String,
     after: String,
 }
 
-fn encode_token(after: &str) -> String {
-    let json = serde_json::to_vec(&PageToken {
-        after: after.to_owned(),
-    })
-    .unwrap_or_default();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
-}
+impl AppState {
+    fn page_token(&self, scope: &str, after: &str) -> String {
+        self.tokens.sign(&PageToken {
+            scope: scope.to_owned(),
+            after: after.to_owned(),
+        })
+    }
 
-fn decode_token(token: &str) -> Result<String, ApiError> {
-    let invalid = || ApiError::validation("The provided nextToken is not valid");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
-        .map_err(|_| invalid())?;
-    let token: PageToken = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
-    Ok(token.after)
+    /// The `after` name of a token, which must have been issued for `scope`.
+    fn page_after(&self, token: Option<&str>, scope: &str) -> Result<Option<String>, ApiError> {
+        let Some(token) = token else { return Ok(None) };
+        let token: PageToken = self.tokens.verify(token)?;
+        if token.scope != scope {
+            return Err(crate::tokens::invalid_token());
+        }
+        Ok(Some(token.after))
+    }
 }
 
 struct Paging {
@@ -402,7 +418,7 @@ struct Paging {
     prefix: Option<String>,
 }
 
-fn paging(input: &ListIn, max: i64) -> Result<Paging, ApiError> {
+fn paging(app: &AppState, input: &ListIn, max: i64, scope: &str) -> Result<Paging, ApiError> {
     let limit = match input.max_results {
         None => max,
         Some(n) if (1..=max).contains(&n) => n,
@@ -421,16 +437,20 @@ fn paging(input: &ListIn, max: i64) -> Result<Paging, ApiError> {
     }
     Ok(Paging {
         limit: limit as usize,
-        after: input.next_token.as_deref().map(decode_token).transpose()?,
+        after: app.page_after(
+            input.next_token.as_deref(),
+            &format!("{scope}?{}", input.prefix.as_deref().unwrap_or_default()),
+        )?,
         prefix: input.prefix.clone(),
     })
 }
 
-/// One page of names in order, after `paging.after`, matching the prefix.
+/// One page of names in order, after `paging.after`, matching the prefix; and the last name
+/// returned when more follow.
 fn page<'a, T>(
     items: impl Iterator<Item = (&'a str, T)>,
     paging: &Paging,
-) -> (Vec<T>, Option<String>) {
+) -> (Vec<T>, Option<&'a str>) {
     let mut out = Vec::new();
     let mut last = None;
     for (name, item) in items {
@@ -445,7 +465,7 @@ fn page<'a, T>(
             continue;
         }
         if out.len() == paging.limit {
-            return (out, last.map(encode_token));
+            return (out, last);
         }
         out.push(item);
         last = Some(name);
@@ -455,8 +475,8 @@ fn page<'a, T>(
 
 fn list_buckets(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
     let input: ListIn = parse(body)?;
-    let paging = paging(&input, 500)?;
     app.authorize(ctx, &["s3vectors:ListVectorBuckets"], "*", None)?;
+    let paging = paging(app, &input, 500, "buckets")?;
     let state = app.catalog.state();
     let scope = &app.config.scope;
     let (items, token) = page(
@@ -473,8 +493,11 @@ fn list_buckets(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiE
         &paging,
     );
     let mut out = json!({ "vectorBuckets": items });
-    if let Some(token) = token {
-        out["nextToken"] = json!(token);
+    if let Some(last) = token {
+        out["nextToken"] = json!(app.page_token(
+            &format!("buckets?{}", input.prefix.as_deref().unwrap_or_default()),
+            last
+        ));
     }
     Ok(ok_json(out))
 }
@@ -717,7 +740,6 @@ fn get_index(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiErro
 
 fn list_indexes(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
     let input: ListIn = parse(body)?;
-    let paging = paging(&input, 500)?;
     let bucket = resolve_bucket(
         app,
         ctx,
@@ -725,6 +747,8 @@ fn list_indexes(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiE
         input.vector_bucket_name.as_deref(),
         input.vector_bucket_arn.as_deref(),
     )?;
+    let listing = format!("indexes/{}", bucket.name);
+    let paging = paging(app, &input, 500, &listing)?;
     let indexes = app.catalog.state().indexes(&bucket.name);
     let scope = &app.config.scope;
     let (items, token) = page(
@@ -742,8 +766,11 @@ fn list_indexes(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiE
         &paging,
     );
     let mut out = json!({ "indexes": items });
-    if let Some(token) = token {
-        out["nextToken"] = json!(token);
+    if let Some(last) = token {
+        out["nextToken"] = json!(app.page_token(
+            &format!("{listing}?{}", input.prefix.as_deref().unwrap_or_default()),
+            last
+        ));
     }
     Ok(ok_json(out))
 }
@@ -762,6 +789,7 @@ async fn delete_index(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response
         bucket: index.bucket.clone(),
         name: index.name.clone(),
     })?;
+    app.throttle.forget(index.uid);
     app.data.drop_shards(&index, &ctx.request_id).await;
     Ok(ok_empty())
 }
@@ -830,6 +858,7 @@ async fn put_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response,
             metadata,
         });
     }
+    app.throttle.write(index.uid, ops.len())?;
     app.data.write(&index, &ctx.request_id, ops).await?;
     Ok(ok_empty())
 }
@@ -844,6 +873,9 @@ struct KeysIn {
     return_data: Option<bool>,
     return_metadata: Option<bool>,
 }
+
+/// A ListVectors page ends once its JSON reaches about this size.
+const LIST_PAGE_BYTES: usize = 1024 * 1024;
 
 fn record_json(record: quiver_proto::VectorRecord) -> Value {
     let mut out = json!({ "key": record.key });
@@ -877,6 +909,7 @@ async fn get_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response,
         input.index_name.as_deref(),
         input.index_arn.as_deref(),
     )?;
+    app.throttle.read(index.uid)?;
     let mut unique = Vec::with_capacity(keys.len());
     let mut seen = std::collections::HashSet::new();
     for key in keys {
@@ -971,7 +1004,6 @@ async fn list_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response
             ))
         }
     };
-    let after = input.next_token.as_deref().map(decode_token).transpose()?;
     let return_data = input.return_data.unwrap_or(false);
     let return_metadata = input.return_metadata.unwrap_or(false);
     // Reading data or metadata through ListVectors also needs GetVectors.
@@ -988,6 +1020,13 @@ async fn list_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response
         input.index_name.as_deref(),
         input.index_arn.as_deref(),
     )?;
+    app.throttle.read(index.uid)?;
+    // The token is bound to this index incarnation and segment.
+    let listing = format!(
+        "vectors/{}/{:?}/{:?}",
+        index.uid.0, input.segment_count, input.segment_index
+    );
+    let after = app.page_after(input.next_token.as_deref(), &listing)?;
     let (records, more) = app
         .data
         .list(
@@ -1000,15 +1039,25 @@ async fn list_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response
             return_metadata,
         )
         .await?;
-    let token = if more {
-        records.last().map(|r| encode_token(&r.key))
-    } else {
-        None
-    };
-    let vectors: Vec<Value> = records.into_iter().map(record_json).collect();
+    // Like the service, end a page early once about 1 MB of data has been gathered.
+    let mut vectors = Vec::with_capacity(records.len());
+    let mut bytes = 0usize;
+    let mut last_key = None;
+    let total = records.len();
+    for record in records {
+        let key = record.key.clone();
+        let value = record_json(record);
+        bytes += value.to_string().len();
+        vectors.push(value);
+        last_key = Some(key);
+        if bytes >= LIST_PAGE_BYTES {
+            break;
+        }
+    }
+    let more = more || vectors.len() < total;
     let mut out = json!({ "vectors": vectors });
-    if let Some(token) = token {
-        out["nextToken"] = json!(token);
+    if let (true, Some(last)) = (more, last_key) {
+        out["nextToken"] = json!(app.page_token(&listing, &last));
     }
     Ok(ok_json(out))
 }
@@ -1026,6 +1075,7 @@ struct QueryIn {
     return_distance: Option<bool>,
     query_mode: Option<String>,
     query_texts: Option<Value>,
+    next_token: Option<String>,
 }
 
 async fn query_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
@@ -1050,11 +1100,12 @@ async fn query_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Respons
     }
     let query_vector = input
         .query_vector
-        .and_then(|v| v.float32)
+        .as_ref()
+        .and_then(|v| v.float32.clone())
         .ok_or_else(|| ApiError::validation("queryVector is required"))?;
-    let enhanced = match input.query_mode.as_deref() {
-        None | Some("ENHANCED") => true,
-        Some("CLASSIC") => false,
+    let requested_mode = match input.query_mode.as_deref() {
+        None => None,
+        Some(mode @ ("ENHANCED" | "CLASSIC")) => Some(mode),
         Some(_) => {
             return Err(ApiError::field(
                 "/queryMode",
@@ -1077,8 +1128,16 @@ async fn query_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Respons
         input.index_name.as_deref(),
         input.index_arn.as_deref(),
     )?;
-    let enhanced = enhanced && index.index_mode == "ENHANCED"
-        || input.query_mode.as_deref() == Some("ENHANCED");
+    // ENHANCED may be asked of a CLASSIC index; CLASSIC may not be asked of an ENHANCED one.
+    let enhanced = match (requested_mode, index.index_mode.as_str()) {
+        (Some("CLASSIC"), "ENHANCED") => {
+            return Err(ApiError::validation(
+                "queryMode CLASSIC is not supported for an index in ENHANCED mode",
+            ))
+        }
+        (Some(mode), _) => mode == "ENHANCED",
+        (None, mode) => mode == "ENHANCED",
+    };
     validate::vector(
         &query_vector,
         index.dimension,
@@ -1091,35 +1150,121 @@ async fn query_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Respons
         .as_ref()
         .map(|f| validate::filter(f, &non_filterable, enhanced))
         .transpose()?;
+    app.throttle.read(index.uid)?;
     let return_distance = input.return_distance.unwrap_or(false);
-    let hits = app
-        .data
-        .query(
-            &index,
-            &ctx.request_id,
-            query_vector,
-            top_k as u32,
-            filter,
-            return_metadata,
-        )
-        .await?;
+    // Results beyond one page are computed once and served from a cursor, so later pages are
+    // stable against writes made in between.
+    let fingerprint = query_fingerprint(
+        index.uid,
+        &query_vector,
+        top_k,
+        input.filter.as_ref(),
+        enhanced,
+    );
+    let (hits, offset) = match &input.next_token {
+        None => {
+            let hits = app
+                .data
+                .query(
+                    &index,
+                    &ctx.request_id,
+                    query_vector,
+                    top_k as u32,
+                    filter,
+                    return_metadata,
+                )
+                .await?;
+            (Arc::new(hits), 0usize)
+        }
+        Some(token) => {
+            let token: QueryToken = app.tokens.verify(token)?;
+            let (cursor_fingerprint, hits, with_metadata) =
+                app.cursors.get(token.cursor).ok_or_else(|| {
+                    ApiError::validation("The provided nextToken has expired; run the query again")
+                })?;
+            if cursor_fingerprint != fingerprint || token.fingerprint != fingerprint {
+                return Err(ApiError::validation(
+                    "The nextToken does not belong to this query: queryVector, topK, filter and queryMode must be the same as in the first request",
+                ));
+            }
+            if return_metadata && !with_metadata {
+                return Err(ApiError::validation(
+                    "returnMetadata must be the same on every page of a paginated query",
+                ));
+            }
+            (hits, token.offset)
+        }
+    };
+    let end = (offset + QUERY_PAGE_SIZE).min(hits.len());
+    let next_token = if end < hits.len() {
+        let cursor = match &input.next_token {
+            Some(token) => app.tokens.verify::<QueryToken>(token)?.cursor,
+            None => app
+                .cursors
+                .insert(fingerprint, hits.clone(), return_metadata),
+        };
+        Some(app.tokens.sign(&QueryToken {
+            cursor,
+            offset: end,
+            fingerprint,
+        }))
+    } else {
+        None
+    };
     let vectors: Vec<Value> = hits
-        .into_iter()
+        .get(offset..end)
+        .unwrap_or_default()
+        .iter()
         .map(|hit| {
             let mut out = json!({ "key": hit.key });
             if return_distance {
                 out["distance"] = json!(f64::from(hit.distance));
             }
-            if let Some(metadata) = hit.metadata {
-                out["metadata"] = validate::metadata_json(&metadata);
+            if let (true, Some(metadata)) = (return_metadata, &hit.metadata) {
+                out["metadata"] = validate::metadata_json(metadata);
             }
             out
         })
         .collect();
-    Ok(ok_json(json!({
+    let mut out = json!({
         "vectors": vectors,
         "distanceMetric": metric_name(index.metric),
-    })))
+    });
+    if let Some(token) = next_token {
+        out["nextToken"] = json!(token);
+    }
+    Ok(ok_json(out))
+}
+
+/// Results per QueryVectors page; a larger topK is paged with nextToken.
+const QUERY_PAGE_SIZE: usize = 100;
+
+#[derive(Serialize, Deserialize)]
+struct QueryToken {
+    cursor: u64,
+    offset: usize,
+    fingerprint: u64,
+}
+
+/// Identifies a query for pagination: the parameters a follow-up request must repeat.
+fn query_fingerprint(
+    index: IndexUid,
+    vector: &[f32],
+    top_k: i64,
+    filter: Option<&Value>,
+    enhanced: bool,
+) -> u64 {
+    let mut bytes = Vec::with_capacity(vector.len() * 4 + 64);
+    bytes.extend_from_slice(&index.0.to_le_bytes());
+    for x in vector {
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    bytes.extend_from_slice(&top_k.to_le_bytes());
+    bytes.push(u8::from(enhanced));
+    if let Some(filter) = filter {
+        bytes.extend_from_slice(filter.to_string().as_bytes());
+    }
+    xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
 #[derive(Deserialize)]
@@ -1178,6 +1323,260 @@ fn delete_bucket_policy(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Respon
     app.catalog.execute(CatalogCommand::SetBucketPolicy {
         bucket: bucket.name,
         policy: None,
+    })?;
+    Ok(ok_empty())
+}
+
+/// Buckets created before this instant (2026-09-30T00:00:00Z, when S3 Vectors introduced index
+/// modes) may use CLASSIC; newer ones only ENHANCED.
+const INDEX_MODES_INTRODUCED: f64 = 1_790_726_400.0;
+
+fn index_mode(
+    value: Option<String>,
+    path: &str,
+    bucket: &BucketRecord,
+) -> Result<String, ApiError> {
+    let mode = required(value, path)?;
+    match mode.as_str() {
+        "ENHANCED" => Ok(mode),
+        "CLASSIC" if bucket.creation_time < INDEX_MODES_INTRODUCED => Ok(mode),
+        "CLASSIC" => Err(ApiError::validation(
+            "CLASSIC mode is only available for indexes in vector buckets created before September 30, 2026",
+        )),
+        _ => Err(ApiError::field(
+            path,
+            "Member must satisfy enum value set: [CLASSIC, ENHANCED]",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DefaultIndexModeIn {
+    vector_bucket_name: Option<String>,
+    vector_bucket_arn: Option<String>,
+    default_index_mode: Option<String>,
+}
+
+fn put_default_index_mode(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
+    let input: DefaultIndexModeIn = parse(body)?;
+    let bucket = resolve_bucket(
+        app,
+        ctx,
+        &["s3vectors:PutVectorBucketDefaultIndexMode"],
+        input.vector_bucket_name.as_deref(),
+        input.vector_bucket_arn.as_deref(),
+    )?;
+    let mode = index_mode(input.default_index_mode, "/defaultIndexMode", &bucket)?;
+    app.catalog
+        .execute(CatalogCommand::SetBucketDefaultIndexMode {
+            bucket: bucket.name,
+            mode,
+        })?;
+    Ok(ok_empty())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IndexModeIn {
+    vector_bucket_name: Option<String>,
+    index_name: Option<String>,
+    index_arn: Option<String>,
+    index_mode: Option<String>,
+}
+
+fn update_index_mode(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
+    let input: IndexModeIn = parse(body)?;
+    let index = resolve_index(
+        app,
+        ctx,
+        &["s3vectors:UpdateIndexMode"],
+        input.vector_bucket_name.as_deref(),
+        input.index_name.as_deref(),
+        input.index_arn.as_deref(),
+    )?;
+    let bucket = app
+        .catalog
+        .state()
+        .bucket(&index.bucket)
+        .cloned()
+        .ok_or_else(ApiError::index_not_found)?;
+    let mode = index_mode(input.index_mode, "/indexMode", &bucket)?;
+    app.catalog.execute(CatalogCommand::SetIndexMode {
+        bucket: index.bucket,
+        index: index.name,
+        mode,
+    })?;
+    Ok(ok_empty())
+}
+
+fn update_metadata_configuration(
+    app: &AppState,
+    body: &[u8],
+    ctx: &Ctx,
+) -> Result<Response, ApiError> {
+    let input: IndexIn = parse(body)?;
+    resolve_index(
+        app,
+        ctx,
+        &["s3vectors:UpdateMetadataConfiguration"],
+        input.vector_bucket_name.as_deref(),
+        input.index_name.as_deref(),
+        input.index_arn.as_deref(),
+    )?;
+    Err(ApiError::validation(
+        "UpdateMetadataConfiguration (full-text search configuration) is not supported by this server yet",
+    ))
+}
+
+/// Maximum tags on one resource.
+const MAX_TAGS: usize = 50;
+
+fn tag_string_ok(s: &str) -> bool {
+    s.chars().all(|c| {
+        c.is_alphabetic()
+            || c.is_numeric()
+            || c.is_whitespace()
+            || matches!(c, '_' | '.' | ':' | '/' | '=' | '+' | '-' | '@')
+    })
+}
+
+fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if tags.len() > MAX_TAGS {
+        return Err(ApiError::validation(format!(
+            "A resource can have at most {MAX_TAGS} tags"
+        )));
+    }
+    for (key, value) in tags {
+        let key_len = key.chars().count();
+        if !(1..=128).contains(&key_len) {
+            return Err(ApiError::length("/tags", key_len, 1, 128));
+        }
+        let value_len = value.chars().count();
+        if value_len > 256 {
+            return Err(ApiError::length("/tags", value_len, 0, 256));
+        }
+        if !tag_string_ok(key) || !tag_string_ok(value) {
+            return Err(ApiError::field(
+                "/tags",
+                "Member must satisfy regular expression pattern: [\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct TagResourceIn {
+    tags: Option<BTreeMap<String, String>>,
+}
+
+/// `GET|POST|DELETE /tags/{resourceArn}`: ListTagsForResource, TagResource, UntagResource.
+#[allow(clippy::too_many_arguments)]
+async fn tags_dispatch(
+    State(app): State<App>,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    Path(arn): Path<String>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let Ok(body) = body else {
+        return ApiError::PayloadTooLarge("Request body rejected".into()).into_response();
+    };
+    let principal = match app.auth.authenticate(&method, &uri, &headers, &body) {
+        Ok(principal) => principal,
+        Err(error) => return error.into_response(),
+    };
+    let ctx = Ctx {
+        request_id,
+        principal,
+    };
+    let result = tags_operation(&app, &ctx, &method, &arn, uri.query(), &body);
+    match result {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+fn tags_operation(
+    app: &AppState,
+    ctx: &Ctx,
+    method: &axum::http::Method,
+    arn: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let action = match *method {
+        axum::http::Method::GET => "s3vectors:ListTagsForResource",
+        axum::http::Method::POST => "s3vectors:TagResource",
+        _ => "s3vectors:UntagResource",
+    };
+    let len = arn.chars().count();
+    if len > 1011 {
+        return Err(ApiError::length("/resourceArn", len, 0, 1011));
+    }
+    let parsed = app.config.scope.parse_arn(arn)?;
+    let bucket_name = parsed.as_ref().map(|(b, _)| b.clone());
+    app.authorize(ctx, &[action], arn, bucket_name.as_deref())?;
+    let Some((bucket, index)) = parsed else {
+        return Err(ApiError::NotFound(
+            "The specified resource could not be found".into(),
+        ));
+    };
+    let current = {
+        let state = app.catalog.state();
+        match &index {
+            None => state
+                .bucket(&bucket)
+                .map(|b| b.tags.clone())
+                .ok_or_else(ApiError::bucket_not_found)?,
+            Some(index) => state
+                .index(&bucket, index)
+                .map(|i| i.tags.clone())
+                .ok_or_else(ApiError::index_not_found)?,
+        }
+    };
+    let updated = match *method {
+        axum::http::Method::GET => return Ok(ok_json(json!({ "tags": current }))),
+        axum::http::Method::POST => {
+            let input: TagResourceIn = parse(body)?;
+            let tags = required(input.tags, "/tags")?;
+            check_tags(&tags)?;
+            let mut merged = current;
+            merged.extend(tags);
+            check_tags(&merged)?;
+            merged
+        }
+        _ => {
+            let keys: Vec<String> = query
+                .unwrap_or_default()
+                .split('&')
+                .filter_map(|pair| pair.split_once('='))
+                .filter(|(k, _)| *k == "tagKeys")
+                .map(|(_, v)| {
+                    percent_encoding::percent_decode_str(&v.replace('+', " "))
+                        .decode_utf8_lossy()
+                        .into_owned()
+                })
+                .collect();
+            if keys.is_empty() {
+                return Err(ApiError::validation(
+                    "1 validation error detected. Value null at '/tagKeys' failed to satisfy constraint: Member must not be null",
+                ));
+            }
+            let mut remaining = current;
+            for key in keys {
+                remaining.remove(&key);
+            }
+            remaining
+        }
+    };
+    app.catalog.execute(CatalogCommand::SetTags {
+        bucket,
+        index,
+        tags: updated,
     })?;
     Ok(ok_empty())
 }

@@ -105,6 +105,21 @@ pub enum CatalogCommand {
         bucket: String,
         policy: Option<String>,
     },
+    /// Replaces the tags of a bucket (`index: None`) or an index.
+    SetTags {
+        bucket: String,
+        index: Option<String>,
+        tags: BTreeMap<String, String>,
+    },
+    SetBucketDefaultIndexMode {
+        bucket: String,
+        mode: String,
+    },
+    SetIndexMode {
+        bucket: String,
+        index: String,
+        mode: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -183,6 +198,54 @@ impl CatalogState {
                     .ok_or(CatalogError::BucketNotFound)?;
                 record.policy = policy;
                 Ok(vec![RowChange::PutBucket(record)])
+            }
+            CatalogCommand::SetTags {
+                bucket,
+                index: None,
+                tags,
+            } => {
+                let mut record = self
+                    .buckets
+                    .get(&bucket)
+                    .cloned()
+                    .ok_or(CatalogError::BucketNotFound)?;
+                record.tags = tags;
+                Ok(vec![RowChange::PutBucket(record)])
+            }
+            CatalogCommand::SetTags {
+                bucket,
+                index: Some(index),
+                tags,
+            } => {
+                let mut record = self
+                    .indexes
+                    .get(&(bucket, index))
+                    .cloned()
+                    .ok_or(CatalogError::IndexNotFound)?;
+                record.tags = tags;
+                Ok(vec![RowChange::PutIndex(record)])
+            }
+            CatalogCommand::SetBucketDefaultIndexMode { bucket, mode } => {
+                let mut record = self
+                    .buckets
+                    .get(&bucket)
+                    .cloned()
+                    .ok_or(CatalogError::BucketNotFound)?;
+                record.default_index_mode = mode;
+                Ok(vec![RowChange::PutBucket(record)])
+            }
+            CatalogCommand::SetIndexMode {
+                bucket,
+                index,
+                mode,
+            } => {
+                let mut record = self
+                    .indexes
+                    .get(&(bucket, index))
+                    .cloned()
+                    .ok_or(CatalogError::IndexNotFound)?;
+                record.index_mode = mode;
+                Ok(vec![RowChange::PutIndex(record)])
             }
         }
     }

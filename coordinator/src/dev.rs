@@ -16,6 +16,8 @@ use crate::api::{router, ApiConfig, AppState};
 use crate::auth::{AuthConfig, Authenticator};
 use crate::catalog::RedbCatalog;
 use crate::dataplane::DataPlane;
+use crate::throttle::{RateLimits, Throttle};
+use crate::tokens::{CursorCache, TokenSigner};
 use crate::validate::ArnScope;
 
 /// Documented dev credentials with full access, used when no `--auth-config` is given.
@@ -52,6 +54,25 @@ pub struct DevArgs {
     /// port and knows the documented keys gets full access).
     #[arg(long, default_value_t = false)]
     pub allow_dev_credentials_on_public_address: bool,
+    /// Per-index limit on PutVectors + DeleteVectors requests per second (0 = unlimited);
+    /// the default is the S3 Vectors service limit. Over it: 429 TooManyRequestsException.
+    #[arg(
+        long,
+        default_value_t = 1_000,
+        env = "QUIVER_MAX_WRITE_REQUESTS_PER_INDEX"
+    )]
+    pub max_write_requests_per_index: u32,
+    /// Per-index limit on vectors written or deleted per second (0 = unlimited).
+    #[arg(
+        long,
+        default_value_t = 2_500,
+        env = "QUIVER_MAX_WRITE_VECTORS_PER_INDEX"
+    )]
+    pub max_write_vectors_per_index: u32,
+    /// Per-index limit on QueryVectors + GetVectors + ListVectors requests per second
+    /// (0 = unlimited, the default).
+    #[arg(long, default_value_t = 0, env = "QUIVER_MAX_READ_REQUESTS_PER_INDEX")]
+    pub max_read_requests_per_index: u32,
     /// FAISS index description for new shards (wrapped in IDMap2).
     #[arg(long, default_value = quiver_node::vector_index::DEFAULT_INDEX_DESCRIPTION, env = "QUIVER_FAISS_INDEX")]
     pub faiss_index: String,
@@ -126,6 +147,14 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         catalog: Arc::new(catalog),
         data,
         auth,
+        tokens: TokenSigner::load_or_create(&args.data_dir.join("token.key"))
+            .context("creating the pagination token key")?,
+        cursors: CursorCache::default(),
+        throttle: Throttle::new(RateLimits {
+            write_requests_per_second: args.max_write_requests_per_index,
+            write_vectors_per_second: args.max_write_vectors_per_index,
+            read_requests_per_second: args.max_read_requests_per_index,
+        }),
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

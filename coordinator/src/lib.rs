@@ -8,6 +8,8 @@
 //!   redb behind the [`catalog::Catalog`] interface.
 //! - [`dataplane`]: key -> shard routing, fan-out over QUIC, k-way merge.
 //! - [`error`]: the S3 Vectors error shapes and the one mapping from internal errors to them.
+//! - [`tokens`]: tamper-proof pagination tokens and the QueryVectors cursor cache.
+//! - [`throttle`]: per-index rate limits (429).
 //! - [`dev`]: `quiver dev`, the embedded single-process cluster.
 
 pub mod api;
@@ -16,4 +18,6 @@ pub mod catalog;
 pub mod dataplane;
 pub mod dev;
 pub mod error;
+pub mod throttle;
+pub mod tokens;
 pub mod validate;

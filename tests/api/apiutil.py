@@ -112,6 +112,10 @@ class QuiverServer:
         env = dict(os.environ)
         env.setdefault("NO_COLOR", "1")  # plain log files
         env.setdefault("RUST_BACKTRACE", "1")  # panics in the log come with a backtrace
+        # The service's per-index write limits (2,500 vectors/s) would throttle bulk loads in the
+        # tests; test_throttling.py starts its own server with the limits on.
+        env.setdefault("QUIVER_MAX_WRITE_REQUESTS_PER_INDEX", "0")
+        env.setdefault("QUIVER_MAX_WRITE_VECTORS_PER_INDEX", "0")
         return env
 
     def _wait_ready(self) -> None:
