@@ -36,7 +36,12 @@ pub struct ApiConfig {
     pub scope: ArnScope,
     /// Shards per new index (at least 2 so fan-out and merge always run).
     pub shards_per_index: u32,
+    /// API requests executing at once; more wait up to [`ADMISSION_WAIT`], then get 429.
+    pub max_concurrent_requests: usize,
 }
+
+/// How long a request may wait for an execution slot before it is throttled.
+pub const ADMISSION_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct AppState {
     pub config: ApiConfig,
@@ -46,6 +51,8 @@ pub struct AppState {
     pub tokens: TokenSigner,
     pub cursors: CursorCache,
     pub throttle: Throttle,
+    /// Execution slots (see [`ApiConfig::max_concurrent_requests`]).
+    pub admission: Arc<tokio::sync::Semaphore>,
 }
 
 /// One authenticated request.
@@ -88,6 +95,10 @@ pub fn router(state: App) -> Router {
             "/tags/{arn}",
             get(tags_dispatch).post(tags_dispatch).delete(tags_dispatch),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admission,
+        ))
         .layer(axum::middleware::from_fn(request_context))
         .layer(DefaultBodyLimit::max(validate::MAX_REQUEST_BYTES))
         .with_state(state)
@@ -103,6 +114,39 @@ async fn request_context(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert("x-amzn-requestid", value);
     }
     response
+}
+
+/// Bounds the requests executing at once: a request waits up to [`ADMISSION_WAIT`] for a slot,
+/// then gets a retryable 429, so overload turns into throttling instead of unbounded queues.
+async fn admission(State(app): State<App>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path == "/health" || path == "/ready" {
+        return next.run(request).await;
+    }
+    let slot = tokio::time::timeout(ADMISSION_WAIT, app.admission.clone().acquire_owned()).await;
+    let Ok(Ok(_permit)) = slot else {
+        return ApiError::TooManyRequests(
+            "Too many concurrent requests; slow down and retry".into(),
+        )
+        .into_response();
+    };
+    next.run(request).await
+}
+
+/// Authenticates a request and builds its context.
+fn authenticated(
+    app: &AppState,
+    request_id: String,
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<Ctx, ApiError> {
+    let principal = app.auth.authenticate(method, uri, headers, body)?;
+    Ok(Ctx {
+        request_id,
+        principal,
+    })
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -142,13 +186,9 @@ async fn dispatch(
             .into_response()
         }
     };
-    let principal = match app.auth.authenticate(&method, &uri, &headers, &body) {
-        Ok(principal) => principal,
+    let ctx = match authenticated(&app, request_id, &method, &uri, &headers, &body) {
+        Ok(ctx) => ctx,
         Err(error) => return error.into_response(),
-    };
-    let ctx = Ctx {
-        request_id,
-        principal,
     };
     let result = match operation.as_str() {
         "CreateVectorBucket" => create_bucket(&app, &body, &ctx),
@@ -1485,13 +1525,9 @@ async fn tags_dispatch(
     let Ok(body) = body else {
         return ApiError::PayloadTooLarge("Request body rejected".into()).into_response();
     };
-    let principal = match app.auth.authenticate(&method, &uri, &headers, &body) {
-        Ok(principal) => principal,
+    let ctx = match authenticated(&app, request_id, &method, &uri, &headers, &body) {
+        Ok(ctx) => ctx,
         Err(error) => return error.into_response(),
-    };
-    let ctx = Ctx {
-        request_id,
-        principal,
     };
     let result = tags_operation(&app, &ctx, &method, &arn, uri.query(), &body);
     match result {

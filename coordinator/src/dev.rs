@@ -73,6 +73,9 @@ pub struct DevArgs {
     /// (0 = unlimited, the default).
     #[arg(long, default_value_t = 0, env = "QUIVER_MAX_READ_REQUESTS_PER_INDEX")]
     pub max_read_requests_per_index: u32,
+    /// API requests executing at once; more wait up to 2 s for a slot, then get 429.
+    #[arg(long, default_value_t = 256, env = "QUIVER_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: usize,
     /// FAISS index description for new shards (wrapped in IDMap2).
     #[arg(long, default_value = quiver_node::vector_index::DEFAULT_INDEX_DESCRIPTION, env = "QUIVER_FAISS_INDEX")]
     pub faiss_index: String,
@@ -143,6 +146,7 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
                 account_id: args.account_id.clone(),
             },
             shards_per_index: args.shards_per_index.max(2),
+            max_concurrent_requests: args.max_concurrent_requests,
         },
         catalog: Arc::new(catalog),
         data,
@@ -150,6 +154,9 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         tokens: TokenSigner::load_or_create(&args.data_dir.join("token.key"))
             .context("creating the pagination token key")?,
         cursors: CursorCache::default(),
+        admission: Arc::new(tokio::sync::Semaphore::new(
+            args.max_concurrent_requests.max(1),
+        )),
         throttle: Throttle::new(RateLimits {
             write_requests_per_second: args.max_write_requests_per_index,
             write_vectors_per_second: args.max_write_vectors_per_index,

@@ -355,7 +355,9 @@ pub struct NodeLimits {
 
 impl Default for NodeLimits {
     fn default() -> Self {
-        NodeLimits { max_in_flight: 512 }
+        NodeLimits {
+            max_in_flight: 1024,
+        }
     }
 }
 
