@@ -176,7 +176,7 @@ impl Shard {
         let loaded = store.load()?;
         let dimension = spec.dimension as usize;
         let checkpoint = Self::load_checkpoint(dir, dimension, &config, loaded.next_id);
-        let (mut index, checkpoint_next_id) = match checkpoint {
+        let (index, checkpoint_next_id) = match checkpoint {
             Some((index, info)) => (index, info.next_id),
             None => (
                 VectorIndex::new(
@@ -196,7 +196,7 @@ impl Shard {
             by_key: BTreeMap::new(),
             entries: HashMap::new(),
             live: RoaringTreemap::new(),
-            index: VectorIndex::new(1, DistanceMetric::Euclidean, "Flat", 1)?,
+            index,
             next_id: loaded.next_id,
             applied_seq: loaded.applied_seq,
             vectors_since_checkpoint: 0,
@@ -220,9 +220,8 @@ impl Shard {
             ids.push(missing_ids[i]);
             vectors.extend_from_slice(&missing_vectors[i * dimension..(i + 1) * dimension]);
         }
-        index.add(&vectors, &ids)?;
+        shard.index.add(&vectors, &ids)?;
         shard.vectors_since_checkpoint = ids.len() as u64;
-        shard.index = index;
         Ok(shard)
     }
 
@@ -497,11 +496,19 @@ impl Shard {
                 let breadth = ((top_k as f64) / selectivity).ceil() as usize;
                 let k = breadth.clamp(top_k, top_k.saturating_mul(20).max(top_k + 100));
                 let bitmap = (candidates.is_some() || tombstones > 0).then(|| self.bitmap(allowed));
-                self.index
+                let found: Vec<u64> = self
+                    .index
                     .search(&query, k, bitmap.as_deref())?
                     .into_iter()
                     .map(|(_, id)| id)
-                    .collect()
+                    .collect();
+                // HNSW with a selector can stop short of k allowed ids; a query must return
+                // top_k results whenever that many vectors match, so fall back to exact search.
+                if (found.len() as u64) < (top_k as u64).min(allowed.len()) {
+                    allowed.iter().collect()
+                } else {
+                    found
+                }
             }
         };
         Ok(self.rank(&query, ids, top_k, return_metadata))
