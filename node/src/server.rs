@@ -12,7 +12,7 @@ use quiver_proto::{
     decode, encode, Envelope, NodeError, NodeRequest, NodeResponse, MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
 };
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -25,6 +25,11 @@ pub const MAX_CONNECTIONS: usize = 1024;
 pub const MAX_DEADLINE: Duration = Duration::from_secs(120);
 /// How long a peer may take to send its request bytes.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Request bytes buffered at once across all streams, in KiB (1 GiB). A stream takes budget as its
+/// bytes arrive and holds it until answered, so many large requests cannot exhaust memory; a
+/// stream that cannot get budget within [`READ_TIMEOUT`] is reset.
+pub const READ_BUDGET_KIB: usize = 1024 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -50,6 +55,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let budget = Arc::new(Semaphore::new(READ_BUDGET_KIB));
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
@@ -62,11 +68,12 @@ pub async fn serve(
         };
         let service = service.clone();
         let shutdown = shutdown.clone();
+        let budget = budget.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let remote = incoming.remote_address();
             match incoming.await {
-                Ok(connection) => serve_connection(connection, service, shutdown).await,
+                Ok(connection) => serve_connection(connection, service, budget, shutdown).await,
                 Err(error) => tracing::debug!(%remote, %error, "quic handshake failed"),
             }
         });
@@ -77,6 +84,7 @@ pub async fn serve(
 async fn serve_connection(
     connection: quinn::Connection,
     service: Arc<NodeService>,
+    budget: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -85,8 +93,7 @@ async fn serve_connection(
             () = shutdown.cancelled() => return,
         };
         let Ok((send, recv)) = stream else { return };
-        let service = service.clone();
-        tokio::spawn(serve_stream(send, recv, service));
+        tokio::spawn(serve_stream(send, recv, service.clone(), budget.clone()));
     }
 }
 
@@ -97,23 +104,56 @@ fn now_unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Reads one request to its end, taking read budget as bytes arrive. The permit returned holds
+/// the budget until the caller drops it.
+async fn read_request(
+    recv: &mut quinn::RecvStream,
+    budget: &Arc<Semaphore>,
+) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), String> {
+    let mut bytes = Vec::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
+    while let Some(chunk) = recv
+        .read_chunk(READ_CHUNK, true)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        if bytes.len() + chunk.bytes.len() > MAX_FRAME_BYTES {
+            return Err(format!("request exceeds {MAX_FRAME_BYTES} bytes"));
+        }
+        let kib = u32::try_from(chunk.bytes.len().div_ceil(1024)).unwrap_or(u32::MAX);
+        let permit = budget
+            .clone()
+            .acquire_many_owned(kib)
+            .await
+            .map_err(|e| e.to_string())?;
+        match &mut held {
+            Some(held) => held.merge(permit),
+            None => held = Some(permit),
+        }
+        bytes.extend_from_slice(&chunk.bytes);
+    }
+    Ok((bytes, held))
+}
+
 async fn serve_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     service: Arc<NodeService>,
+    budget: Arc<Semaphore>,
 ) {
-    let bytes = match tokio::time::timeout(READ_TIMEOUT, recv.read_to_end(MAX_FRAME_BYTES)).await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(error)) => {
-            tracing::debug!(%error, "dropping unreadable stream");
-            let _ = send.reset(1u32.into());
-            return;
-        }
-        Err(_) => {
-            let _ = send.reset(2u32.into());
-            return;
-        }
-    };
+    let (bytes, _budget) =
+        match tokio::time::timeout(READ_TIMEOUT, read_request(&mut recv, &budget)).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "dropping unreadable stream");
+                let _ = send.reset(1u32.into());
+                return;
+            }
+            Err(_) => {
+                let _ = send.reset(2u32.into());
+                return;
+            }
+        };
     let (request_id, response) = match decode::<NodeRequest>(&bytes) {
         Err(error) => (
             String::new(),

@@ -80,6 +80,26 @@ struct CheckpointInfo {
     next_id: u64,
     /// Entries in the checkpointed index, tombstones included.
     len: u64,
+    /// xxh3-64 of the index file: a damaged file is never loaded.
+    checksum: u64,
+}
+
+fn file_checksum(path: &Path) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut file = std::fs::File::open(path)?;
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            return Ok(hasher.digest());
+        }
+        hasher.update(&buffer[..n]);
+    }
+}
+
+fn fsync(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()
 }
 
 /// A consistent snapshot of the live vectors, taken to rebuild the FAISS index off-lock.
@@ -238,7 +258,12 @@ impl Shard {
             tracing::warn!(dir = %dir.display(), "ignoring faiss checkpoint newer than the store");
             return None;
         }
-        match VectorIndex::read(&Self::checkpoint_path(dir), dimension, config.ef_search) {
+        let path = Self::checkpoint_path(dir);
+        if file_checksum(&path).ok() != Some(info.checksum) {
+            tracing::warn!(dir = %dir.display(), "ignoring faiss checkpoint with a bad checksum");
+            return None;
+        }
+        match VectorIndex::read(&path, dimension, config.ef_search) {
             Ok(index) if index.len() == info.len => Some((index, info)),
             Ok(_) => {
                 tracing::warn!(dir = %dir.display(), "ignoring faiss checkpoint with wrong length");
@@ -622,20 +647,25 @@ impl Shard {
         let dir = self.store.dir();
         let tmp = dir.join("index.faiss.tmp");
         self.index.write(&tmp)?;
+        let io = |e: std::io::Error| ShardError::Store(StoreError::from(e));
+        fsync(&tmp).map_err(io)?;
         let info = CheckpointInfo {
             next_id: self.next_id,
             len: self.index.len(),
+            checksum: file_checksum(&tmp).map_err(io)?,
         };
         let info_tmp = dir.join("index.faiss.info.tmp");
         std::fs::write(
             &info_tmp,
             postcard::to_stdvec(&info).map_err(StoreError::from)?,
         )
-        .map_err(StoreError::from)?;
+        .map_err(io)?;
+        fsync(&info_tmp).map_err(io)?;
         // Remove the old sidecar first: an index without a matching sidecar is ignored.
         let _ = std::fs::remove_file(Self::checkpoint_info_path(dir));
-        std::fs::rename(&tmp, Self::checkpoint_path(dir)).map_err(StoreError::from)?;
-        std::fs::rename(&info_tmp, Self::checkpoint_info_path(dir)).map_err(StoreError::from)?;
+        std::fs::rename(&tmp, Self::checkpoint_path(dir)).map_err(io)?;
+        std::fs::rename(&info_tmp, Self::checkpoint_info_path(dir)).map_err(io)?;
+        fsync(dir).map_err(io)?;
         Ok(())
     }
 

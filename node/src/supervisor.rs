@@ -81,21 +81,21 @@ impl Actor for ShardActor {
             registry,
         } = args;
         let id = spec.id;
-        let open_spec = spec.clone();
-        let shard =
-            tokio::task::spawn_blocking(move || Shard::open(&dir, open_spec, config)).await??;
+        let shard = tokio::task::spawn_blocking(move || Shard::open(&dir, spec, config)).await??;
         tracing::info!(shard = %id, vectors = shard.len(), "shard opened");
         let shard = Arc::new(RwLock::new(shard));
-        registry.shards.write().insert(
-            id,
-            (
-                spec,
-                ShardSlot::Ready {
-                    state: shard.clone(),
-                    actor: myself,
-                },
-            ),
-        );
+        {
+            // The slot was created before this actor started; if it is gone, the shard was
+            // dropped while it opened, and must not come back.
+            let mut shards = registry.shards.write();
+            let Some((_, slot)) = shards.get_mut(&id) else {
+                return Err(format!("shard {id} was dropped while opening").into());
+            };
+            *slot = ShardSlot::Ready {
+                state: shard.clone(),
+                actor: myself,
+            };
+        }
         Ok(ShardActorState {
             shard,
             rebuilding: false,

@@ -23,6 +23,8 @@ pub struct Envelope<T> {
 pub enum CodecError {
     #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME_BYTES}")]
     TooLarge(usize),
+    #[error("{0} unexpected bytes after the envelope")]
+    TrailingBytes(usize),
     #[error("undecodable frame: {0}")]
     Decode(#[from] postcard::Error),
 }
@@ -39,5 +41,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<Envelope<T>, CodecErr
     if bytes.len() > MAX_FRAME_BYTES {
         return Err(CodecError::TooLarge(bytes.len()));
     }
-    Ok(postcard::from_bytes(bytes)?)
+    let (envelope, rest) = postcard::take_from_bytes(bytes)?;
+    if !rest.is_empty() {
+        // One envelope per stream: trailing bytes mean the frame is not what it claims.
+        return Err(CodecError::TrailingBytes(rest.len()));
+    }
+    Ok(envelope)
 }
