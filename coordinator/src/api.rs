@@ -655,7 +655,15 @@ async fn create_index(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response
             &app.config.scope.index_arn(&bucket, &index_name),
             Some(&bucket),
         )?,
-        BucketAddress::Foreign => return Err(ApiError::bucket_not_found()),
+        BucketAddress::Foreign => {
+            app.authorize(
+                ctx,
+                with_tagging(&["s3vectors:CreateIndex"], &tags),
+                input.vector_bucket_arn.as_deref().unwrap_or_default(),
+                None,
+            )?;
+            return Err(ApiError::bucket_not_found());
+        }
     }
     let bucket = resolve_bucket(
         app,
@@ -1317,9 +1325,6 @@ struct BucketPolicyIn {
 
 fn put_bucket_policy(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
     let input: BucketPolicyIn = parse(body)?;
-    let policy = required(input.policy, "/policy")?;
-    crate::auth::policy::Policy::parse(&policy, true)
-        .map_err(|e| ApiError::validation(format!("Invalid policy: {e}")))?;
     let bucket = resolve_bucket(
         app,
         ctx,
@@ -1327,6 +1332,9 @@ fn put_bucket_policy(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response,
         input.vector_bucket_name.as_deref(),
         input.vector_bucket_arn.as_deref(),
     )?;
+    let policy = required(input.policy, "/policy")?;
+    crate::auth::policy::Policy::parse(&policy, true)
+        .map_err(|e| ApiError::validation(format!("Invalid policy: {e}")))?;
     app.catalog.execute(CatalogCommand::SetBucketPolicy {
         bucket: bucket.name,
         policy: Some(policy),

@@ -247,12 +247,15 @@ impl Policy {
     pub fn evaluate(&self, caller: &Caller, action: &str, resource: &str) -> Decision {
         let mut allowed = false;
         for s in &self.statements {
+            // Naming the account (or its root) delegates to the account's identity policies: it
+            // matches every caller of the account for a Deny, but grants nothing by itself.
             let principal_ok = match &s.principal {
                 Principal::None | Principal::Everyone => true,
                 Principal::Aws(ids) => ids.iter().any(|id| {
                     id == &caller.arn
-                        || id == &caller.account_id
-                        || *id == format!("arn:aws:iam::{}:root", caller.account_id)
+                        || (s.effect == Effect::Deny
+                            && (id == &caller.account_id
+                                || *id == format!("arn:aws:iam::{}:root", caller.account_id)))
                 }),
             };
             if !principal_ok
