@@ -95,6 +95,8 @@ pub fn router(state: App) -> Router {
             "/tags/{arn}",
             get(tags_dispatch).post(tags_dispatch).delete(tags_dispatch),
         )
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(unknown_route)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admission,
@@ -114,6 +116,15 @@ async fn request_context(mut request: Request, next: Next) -> Response {
         response.headers_mut().insert("x-amzn-requestid", value);
     }
     response
+}
+
+/// Anything that is not an S3 Vectors route gets an AWS-shaped error, not a bare status.
+async fn unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    ApiError::UnknownOperation(format!(
+        "No S3 Vectors operation matches {method} {}",
+        uri.path()
+    ))
+    .into_response()
 }
 
 /// Bounds the requests executing at once: a request waits up to [`ADMISSION_WAIT`] for a slot,
@@ -259,10 +270,7 @@ fn encryption(input: Option<EncryptionIn>) -> Result<Option<EncryptionConfig>, A
                     "kmsKeyArn must be specified when sseType is aws:kms",
                 ));
             };
-            let valid = arn.starts_with("arn:aws")
-                && arn.split(':').nth(2) == Some("kms")
-                && arn.contains(":key/")
-                && (1..=2048).contains(&arn.len());
+            let valid = (1..=2048).contains(&arn.len()) && is_kms_key_arn(arn);
             if !valid {
                 return Err(ApiError::field(
                     "/encryptionConfiguration/kmsKeyArn",
@@ -281,6 +289,28 @@ fn encryption(input: Option<EncryptionIn>) -> Result<Option<EncryptionConfig>, A
         sse_type,
         kms_key_arn: input.kms_key_arn,
     }))
+}
+
+/// `arn:aws[-a-z0-9]*:kms:[-a-z0-9]*:[0-9]{12}:key/.+`, the model's pattern for kmsKeyArn.
+fn is_kms_key_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [prefix, partition, service, region, account, resource] = parts.as_slice() else {
+        return false;
+    };
+    *prefix == "arn"
+        && partition.strip_prefix("aws").is_some_and(|rest| {
+            rest.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        })
+        && *service == "kms"
+        && region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && account.len() == 12
+        && account.chars().all(|c| c.is_ascii_digit())
+        && resource
+            .strip_prefix("key/")
+            .is_some_and(|id| !id.is_empty())
 }
 
 fn encryption_json(config: &EncryptionConfig) -> Value {
@@ -307,17 +337,7 @@ fn with_tagging(
 
 fn tags(input: Option<BTreeMap<String, String>>) -> Result<BTreeMap<String, String>, ApiError> {
     let tags = input.unwrap_or_default();
-    if tags.len() > 50 {
-        return Err(ApiError::validation("A resource can have at most 50 tags"));
-    }
-    for (key, value) in &tags {
-        if !(1..=128).contains(&key.chars().count()) {
-            return Err(ApiError::length("/tags", key.chars().count(), 1, 128));
-        }
-        if value.chars().count() > 256 {
-            return Err(ApiError::length("/tags", value.chars().count(), 0, 256));
-        }
-    }
+    check_tags(&tags)?;
     Ok(tags)
 }
 
@@ -990,6 +1010,7 @@ async fn delete_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Respon
         input.index_name.as_deref(),
         input.index_arn.as_deref(),
     )?;
+    app.throttle.write(index.uid, keys.len())?;
     let ops = keys
         .into_iter()
         .map(|key| WriteOp::Delete { key })
@@ -1123,6 +1144,9 @@ struct QueryIn {
     return_distance: Option<bool>,
     query_mode: Option<String>,
     query_texts: Option<Value>,
+    /// Only meaningful with queryTexts (full-text search); type-checked like every member.
+    #[allow(dead_code)]
+    return_scores: Option<bool>,
     next_token: Option<String>,
 }
 
@@ -1489,6 +1513,20 @@ fn tag_string_ok(s: &str) -> bool {
     })
 }
 
+const TAG_PATTERN: &str =
+    "Member must satisfy regular expression pattern: [\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*";
+
+fn check_tag_key(key: &str, path: &str) -> Result<(), ApiError> {
+    let len = key.chars().count();
+    if !(1..=128).contains(&len) {
+        return Err(ApiError::length(path, len, 1, 128));
+    }
+    if !tag_string_ok(key) {
+        return Err(ApiError::field(path, TAG_PATTERN));
+    }
+    Ok(())
+}
+
 fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), ApiError> {
     if tags.len() > MAX_TAGS {
         return Err(ApiError::validation(format!(
@@ -1496,19 +1534,13 @@ fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), ApiError> {
         )));
     }
     for (key, value) in tags {
-        let key_len = key.chars().count();
-        if !(1..=128).contains(&key_len) {
-            return Err(ApiError::length("/tags", key_len, 1, 128));
-        }
+        check_tag_key(key, "/tags")?;
         let value_len = value.chars().count();
         if value_len > 256 {
             return Err(ApiError::length("/tags", value_len, 0, 256));
         }
-        if !tag_string_ok(key) || !tag_string_ok(value) {
-            return Err(ApiError::field(
-                "/tags",
-                "Member must satisfy regular expression pattern: [\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*",
-            ));
+        if !tag_string_ok(value) {
+            return Err(ApiError::field("/tags", TAG_PATTERN));
         }
     }
     Ok(())
@@ -1609,6 +1641,9 @@ fn tags_operation(
                 return Err(ApiError::validation(
                     "1 validation error detected. Value null at '/tagKeys' failed to satisfy constraint: Member must not be null",
                 ));
+            }
+            for key in &keys {
+                check_tag_key(key, "/tagKeys")?;
             }
             let mut remaining = current;
             for key in keys {

@@ -228,3 +228,63 @@ impl From<TransportError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_exception_has_its_model_status() {
+        let cases = [
+            (ApiError::validation("x"), 400, "ValidationException"),
+            (
+                ApiError::AccessDenied("x".into()),
+                403,
+                "AccessDeniedException",
+            ),
+            (ApiError::bucket_not_found(), 404, "NotFoundException"),
+            (ApiError::Conflict("x".into()), 409, "ConflictException"),
+            (
+                ApiError::ServiceQuotaExceeded("x".into()),
+                402,
+                "ServiceQuotaExceededException",
+            ),
+            (
+                ApiError::TooManyRequests("x".into()),
+                429,
+                "TooManyRequestsException",
+            ),
+            (
+                ApiError::RequestTimeout("x".into()),
+                408,
+                "RequestTimeoutException",
+            ),
+            (
+                ApiError::Internal("x".into()),
+                500,
+                "InternalServerException",
+            ),
+            (
+                ApiError::ServiceUnavailable("x".into()),
+                503,
+                "ServiceUnavailableException",
+            ),
+        ];
+        for (error, status, name) in cases {
+            let (got_status, got_name) = error.status_and_type();
+            assert_eq!((got_status.as_u16(), got_name), (status, name));
+            let response = error.into_response();
+            assert_eq!(response.status().as_u16(), status);
+            assert_eq!(
+                response
+                    .headers()
+                    .get("x-amzn-errortype")
+                    .and_then(|v| v.to_str().ok()),
+                Some(name)
+            );
+        }
+        // Too many buckets is the service quota error, HTTP 402.
+        let quota: ApiError = CatalogError::TooManyBuckets(10_000).into();
+        assert_eq!(quota.status_and_type().0.as_u16(), 402);
+    }
+}

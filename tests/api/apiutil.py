@@ -414,3 +414,146 @@ def get_map(client, index_kw: dict, keys, return_data=True, return_metadata=True
             assert item["key"] not in out, f"GetVectors returned {item['key']!r} twice"
             out[item["key"]] = item
     return out
+
+
+# -- the botocore service model (added for test_conformance.py and friends) --------------------
+
+_SERVICE_MODEL = None
+
+
+def service_model():
+    """The botocore `ServiceModel` of s3vectors that the installed botocore ships."""
+    global _SERVICE_MODEL
+    if _SERVICE_MODEL is None:
+        import botocore.session
+
+        _SERVICE_MODEL = botocore.session.get_session().get_service_model(SERVICE)
+    return _SERVICE_MODEL
+
+
+def serialize_request(operation: str, params: dict) -> tuple[str, str, bytes, dict]:
+    """(method, path-with-query, body, headers) botocore would send for `operation(**params)`.
+
+    No client-side validation: invalid params are serialized as they are (for raw tests).
+    """
+    from botocore import serialize
+    from botocore.utils import percent_encode_sequence
+
+    serializer = serialize.create_serializer("rest-json", include_validation=False)
+    req = serializer.serialize_to_request(params, service_model().operation_model(operation))
+    path = req["url_path"]
+    if req["query_string"]:
+        path += "?" + percent_encode_sequence(req["query_string"])
+    body = req["body"] or b""
+    if isinstance(body, str):
+        body = body.encode()
+    return req["method"], path, body, dict(req["headers"])
+
+
+def _tag_pattern_ok(value: str) -> bool:
+    """`([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)` (Python's `re` has no \\p classes)."""
+    return all(c.isalpha() or c.isspace() or c.isnumeric() or c in "_.:/=+-@" for c in value)
+
+
+def pattern_matches(pattern: str, value: str) -> bool:
+    """Whether `value` fully matches a model `pattern` (supports the \\p{..} classes used by tags)."""
+    if "\\p{" in pattern:
+        if pattern != "([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)":
+            raise NotImplementedError(f"unsupported model pattern {pattern!r}")
+        return _tag_pattern_ok(value)
+    return re.fullmatch(pattern, value) is not None
+
+
+def shape_errors(shape, value, path: str = "$", wire: bool = False) -> list[str]:
+    """Everything in `value` that does not conform to the botocore `shape`.
+
+    `wire=False`: `value` is what boto3 parsed (timestamps are datetimes, `ResponseMetadata` is
+    ignored at the top). `wire=True`: `value` is the raw JSON body (timestamps are epoch-second
+    numbers, explicit nulls and members unknown to the model are errors).
+    Checks: required members, JSON/Python types, list/map/structure/union structure, enum values,
+    string length and pattern, list length, integer ranges.
+    """
+    import datetime
+    import math
+
+    errs: list[str] = []
+    meta = shape.metadata
+    t = shape.type_name
+    if meta.get("document"):
+        return errs
+    if value is None:
+        return [f"{path}: null is not a valid {shape.name} ({t})"]
+    if t == "structure":
+        if not isinstance(value, dict):
+            return [f"{path}: expected a {shape.name} object, got {type(value).__name__} {value!r:.80}"]
+        for name in shape.required_members:
+            if name not in value:
+                errs.append(f"{path}: required member {name!r} of {shape.name} is missing")
+        present = 0
+        for name, member_value in value.items():
+            if path == "$" and name == "ResponseMetadata" and not wire:
+                continue
+            if name not in shape.members:
+                # boto3 drops unknown members while parsing, so this only fires on wire bodies.
+                errs.append(f"{path}: member {name!r} is not in the model's {shape.name}")
+                continue
+            present += 1
+            errs += shape_errors(shape.members[name], member_value, f"{path}.{name}", wire)
+        if meta.get("union") and present != 1:
+            errs.append(f"{path}: union {shape.name} must have exactly one member set, has {present}")
+    elif t == "list":
+        if not isinstance(value, list):
+            return [f"{path}: expected a list ({shape.name}), got {type(value).__name__}"]
+        if "min" in meta and len(value) < meta["min"]:
+            errs.append(f"{path}: {len(value)} items, model minimum {meta['min']}")
+        if "max" in meta and len(value) > meta["max"]:
+            errs.append(f"{path}: {len(value)} items, model maximum {meta['max']}")
+        for i, item in enumerate(value):
+            errs += shape_errors(shape.member, item, f"{path}[{i}]", wire)
+            if len(errs) > 20:
+                break
+    elif t == "map":
+        if not isinstance(value, dict):
+            return [f"{path}: expected a map ({shape.name}), got {type(value).__name__}"]
+        for k, v in value.items():
+            errs += shape_errors(shape.key, k, f"{path}<key {k!r}>", wire)
+            errs += shape_errors(shape.value, v, f"{path}[{k!r}]", wire)
+    elif t == "string":
+        if not isinstance(value, str):
+            return [f"{path}: expected a string ({shape.name}), got {type(value).__name__} {value!r:.80}"]
+        if shape.enum and value not in shape.enum:
+            errs.append(f"{path}: {value!r} is not one of the model's {shape.name} values {shape.enum}")
+        if "min" in meta and len(value) < meta["min"]:
+            errs.append(f"{path}: length {len(value)} below the model minimum {meta['min']}")
+        if "max" in meta and len(value) > meta["max"]:
+            errs.append(f"{path}: length {len(value)} above the model maximum {meta['max']}")
+        if "pattern" in meta and not pattern_matches(meta["pattern"], value):
+            errs.append(f"{path}: {value!r} does not match the model pattern {meta['pattern']!r}")
+    elif t in ("integer", "long"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return [f"{path}: expected an integer ({shape.name}), got {type(value).__name__} {value!r}"]
+        if "min" in meta and value < meta["min"]:
+            errs.append(f"{path}: {value} below the model minimum {meta['min']}")
+        if "max" in meta and value > meta["max"]:
+            errs.append(f"{path}: {value} above the model maximum {meta['max']}")
+    elif t in ("float", "double"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return [f"{path}: expected a number ({shape.name}), got {type(value).__name__} {value!r}"]
+        if not math.isfinite(value):
+            errs.append(f"{path}: non-finite number {value!r}")
+    elif t == "boolean":
+        if not isinstance(value, bool):
+            errs.append(f"{path}: expected a boolean, got {type(value).__name__} {value!r}")
+    elif t == "timestamp":
+        if wire:
+            # restJson1 default timestamp format in bodies: epoch seconds as a JSON number.
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                errs.append(f"{path}: timestamp must be an epoch-seconds number on the wire, got {value!r}")
+        elif not isinstance(value, datetime.datetime) or value.tzinfo is None:
+            errs.append(f"{path}: timestamp was not parsed into an aware datetime: {value!r}")
+    elif t == "blob":
+        if not isinstance(value, (bytes, str)):
+            errs.append(f"{path}: expected a blob, got {type(value).__name__}")
+    else:
+        errs.append(f"{path}: shape type {t!r} not handled by shape_errors()")
+    return errs
