@@ -33,4 +33,37 @@ api: deps
 	QUIVER_BIN=$(CARGO_TARGET_DIR)/debug/quiver tests/api/run.sh
 
 ## Everything CI runs: formatting, lints, Rust tests, then the end-to-end API suite with boto3.
-test: lint unit api
+test: lint unit api bench-smoke load-smoke
+
+## Benchmarks and load (quiver-chaos, see chaos/README.md). Reports (JSON, SVG plots) land in $(CARGO_TARGET_DIR)/quiver-chaos-*.
+.PHONY: bench bench-smoke load load-smoke
+CHAOS_DEBUG = $(CARGO_TARGET_DIR)/debug/quiver-chaos
+CHAOS_RELEASE = $(CARGO_TARGET_DIR)/release/quiver-chaos
+
+## Raw in-process FAISS vs Quiver end to end, 200,000 x 128 (release build).
+bench: deps
+	cargo build --release -p quiver-coordinator -p quiver-chaos
+	$(CHAOS_RELEASE) bench --count 200000 --dimension 128 --clusters 1000 --queries 1000 \
+	  --threads 4 --query-seconds 20 --quiver-bin $(CARGO_TARGET_DIR)/release/quiver \
+	  --report $(CARGO_TARGET_DIR)/quiver-chaos-bench.json
+
+## Tiny bench for CI: fails on recall below the floor or any non-throttling error.
+bench-smoke: deps
+	cargo build -p quiver-coordinator -p quiver-chaos
+	$(CHAOS_DEBUG) bench --count 5000 --dimension 32 --queries 200 --threads 4 \
+	  --query-seconds 2 --min-recall 0.9 --quiver-bin $(CARGO_TARGET_DIR)/debug/quiver \
+	  --report $(CARGO_TARGET_DIR)/quiver-chaos-bench-smoke.json
+
+## Closed-loop load with the default mix against a release server (override with LOAD_ARGS).
+LOAD_ARGS ?= --clients 64 --duration 30 --count 50000 --dimension 128
+load: deps
+	cargo build --release -p quiver-coordinator -p quiver-chaos
+	$(CHAOS_RELEASE) load $(LOAD_ARGS) --quiver-bin $(CARGO_TARGET_DIR)/release/quiver \
+	  --report $(CARGO_TARGET_DIR)/quiver-chaos-load.json
+
+## Short load for CI: 200 clients, 10 s or 3,000 requests; fails on errors other than 429.
+load-smoke: deps
+	cargo build -p quiver-coordinator -p quiver-chaos
+	$(CHAOS_DEBUG) load --clients 200 --duration 10 --requests 3000 --count 5000 --dimension 32 \
+	  --queries 200 --strict --min-recall 0.9 --quiver-bin $(CARGO_TARGET_DIR)/debug/quiver \
+	  --report $(CARGO_TARGET_DIR)/quiver-chaos-load-smoke.json
