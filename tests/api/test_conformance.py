@@ -814,9 +814,3 @@ def test_unsigned_request_is_aws_error(world):
     desc = f"unsigned: HTTP {r.status_code} {dict(r.headers)} {r.text[:200]!r}"
     assert r.status_code == 403 and r.headers.get("x-amzn-RequestId") and r.headers.get("x-amzn-ErrorType"), desc
     assert isinstance(r.json().get("message"), str), desc
-
-
-@pytest.mark.skip(reason="ServiceQuotaExceededException -> HTTP 402 (error.rs status_and_type) needs 10,000 "
-                         "buckets to provoke end to end; left to a unit test")
-def test_service_quota_exceeded_is_402():
-    pass
