@@ -28,6 +28,8 @@ pub const MAX_RESTARTS: u32 = 5;
 pub const MAX_LIST_LIMIT: u32 = 10_000;
 /// Largest `top_k` a Search request may ask for.
 pub const MAX_TOP_K: u32 = 10_000;
+/// Most shards one SearchShards request may name.
+pub const MAX_SHARDS_PER_SEARCH: usize = 1_024;
 
 type SharedShard = Arc<RwLock<Shard>>;
 
@@ -584,6 +586,44 @@ impl NodeService {
                     Ok(NodeResponse::Listed { vectors, more })
                 })
                 .await
+            }
+            NodeRequest::SearchShards {
+                shards,
+                vector,
+                top_k,
+                filter,
+                return_metadata,
+            } => {
+                if top_k == 0 || top_k > MAX_TOP_K {
+                    return Err(NodeError::InvalidRequest("top_k out of range".into()));
+                }
+                if shards.is_empty() || shards.len() > MAX_SHARDS_PER_SEARCH {
+                    return Err(NodeError::InvalidRequest("shard count out of range".into()));
+                }
+                let states = shards
+                    .iter()
+                    .map(|&id| self.ready(id).map(|(state, _)| state))
+                    .collect::<Result<Vec<_>, _>>()?;
+                tokio::task::spawn_blocking(move || {
+                    let lists = states
+                        .iter()
+                        .map(|state| {
+                            state.read().search(
+                                &vector,
+                                top_k as usize,
+                                filter.as_ref(),
+                                return_metadata,
+                            )
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(NodeError::from)?;
+                    Ok(NodeResponse::Hits(quiver_proto::merge_top_k(
+                        lists,
+                        top_k as usize,
+                    )))
+                })
+                .await
+                .map_err(|e| NodeError::Storage(format!("search task failed: {e}")))?
             }
             NodeRequest::Search {
                 shard,

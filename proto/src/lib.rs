@@ -7,11 +7,13 @@
 pub mod codec;
 pub mod filter;
 pub mod ids;
+pub mod merge;
 pub mod messages;
 pub mod metadata;
 
 pub use codec::{decode, encode, CodecError, Envelope, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 pub use filter::{Filter, FilterValue};
 pub use ids::{key_hash, shard_for_key, HashRange, IndexUid, ShardId};
+pub use merge::merge_top_k;
 pub use messages::*;
 pub use metadata::{MetaValue, Metadata};

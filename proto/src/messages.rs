@@ -70,6 +70,15 @@ pub enum NodeRequest {
         filter: Option<Filter>,
         return_metadata: bool,
     },
+    /// Search several shards hosted by this node and merge their top-k: one round trip per
+    /// node instead of one per shard. Appended last so earlier variants keep their encoding.
+    SearchShards {
+        shards: Vec<ShardId>,
+        vector: Vec<f32>,
+        top_k: u32,
+        filter: Option<Filter>,
+        return_metadata: bool,
+    },
 }
 
 impl NodeRequest {
@@ -82,6 +91,7 @@ impl NodeRequest {
             NodeRequest::Get { .. } => "get",
             NodeRequest::List { .. } => "list",
             NodeRequest::Search { .. } => "search",
+            NodeRequest::SearchShards { .. } => "search_shards",
         }
     }
 }
