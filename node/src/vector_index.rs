@@ -26,6 +26,29 @@ pub enum VectorIndexError {
     Description(String),
 }
 
+extern "C" {
+    /// libgomp (linked by FAISS): the number of threads of OpenMP regions started by the
+    /// calling thread.
+    fn omp_set_num_threads(threads: std::os::raw::c_int);
+}
+
+thread_local! {
+    static SINGLE_THREADED_OPENMP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes FAISS calls from this thread run their OpenMP regions on this thread alone. A single
+/// query gains nothing from a thread team, and waking one per query (futex wake-ups, yields) cost
+/// more than the search itself on a loaded node; concurrency comes from concurrent queries.
+fn single_threaded_openmp() {
+    SINGLE_THREADED_OPENMP.with(|done| {
+        if !done.get() {
+            // SAFETY: sets a thread-local OpenMP control variable; no memory is touched.
+            unsafe { omp_set_num_threads(1) };
+            done.set(true);
+        }
+    });
+}
+
 /// A FAISS index over internal ids, safe to search from many threads at once.
 pub struct VectorIndex {
     inner: IndexImpl,
@@ -123,6 +146,7 @@ impl VectorIndex {
         if k == 0 || self.is_empty() || query.len() != self.dimension {
             return Ok(Vec::new());
         }
+        single_threaded_openmp();
         let mut distances = vec![0f32; k];
         let mut labels = vec![-1i64; k];
         // SAFETY: the index pointer is valid for `&self`; FAISS search is thread-safe; the output
