@@ -7,9 +7,11 @@
 //! - [`shard`]: the shard state machine (apply write batches, get, list, search).
 //! - [`store`]: the shard's redb database, fsynced before a batch is acknowledged.
 //! - [`vector_index`]: the FAISS wrapper — the only module with `unsafe`.
+//! - [`distance`]: exact distance kernels (vectorizable).
 //! - [`filter_index`]: the in-memory metadata filter index (roaring bitmaps).
 
 pub mod client;
+pub mod distance;
 pub mod filter_index;
 pub mod server;
 pub mod shard;

@@ -15,6 +15,7 @@ use quiver_proto::{
 use roaring::RoaringTreemap;
 use serde::{Deserialize, Serialize};
 
+use crate::distance::{dot, l2_squared};
 use crate::filter_index::FilterIndex;
 use crate::store::{RecordChange, ShardStore, StoreError, StoredRecord};
 use crate::vector_index::{VectorIndex, VectorIndexError};
@@ -156,7 +157,7 @@ pub struct Shard {
 }
 
 fn norm(vector: &[f32]) -> f32 {
-    vector.iter().map(|x| x * x).sum::<f32>().sqrt()
+    dot(vector, vector).sqrt()
 }
 
 /// Validates a vector for this shard: dimension, finite components, non-zero for cosine.
@@ -482,16 +483,8 @@ impl Shard {
 
     fn distance(&self, query: &[f32], entry: &Entry) -> f32 {
         match self.spec.metric {
-            DistanceMetric::Cosine => {
-                let dot: f32 = query.iter().zip(&entry.vector).map(|(a, b)| a * b).sum();
-                (1.0 - dot * entry.inv_norm).max(0.0)
-            }
-            DistanceMetric::Euclidean => query
-                .iter()
-                .zip(&entry.vector)
-                .map(|(a, b)| (a - b) * (a - b))
-                .sum::<f32>()
-                .sqrt(),
+            DistanceMetric::Cosine => (1.0 - dot(query, &entry.vector) * entry.inv_norm).max(0.0),
+            DistanceMetric::Euclidean => l2_squared(query, &entry.vector).sqrt(),
         }
     }
 

@@ -102,11 +102,9 @@ fn gaussian(rng: &mut StdRng) -> f32 {
 /// L2 distance computed exactly the way the shard computes it (f32, same summation order), so
 /// exact-search answers can be compared bit for bit.
 fn l2(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum::<f32>()
-        .sqrt()
+    // The shard's float32 kernel, so "exact" means bit-identical to what the shard must return;
+    // the kernel itself is checked against a naive f64 sum in `quiver_node::distance`.
+    quiver_node::distance::l2_squared(a, b).sqrt()
 }
 
 /// 1 - cos(a, b), computed in f64 independently of the shard's formula.
