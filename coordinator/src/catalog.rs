@@ -148,6 +148,37 @@ impl CatalogState {
             .map(|(_, index)| index)
     }
 
+    /// The row change that rewrites an existing bucket with `change` applied.
+    fn update_bucket(
+        &self,
+        bucket: &str,
+        change: impl FnOnce(&mut BucketRecord),
+    ) -> Result<Vec<RowChange>, CatalogError> {
+        let mut record = self
+            .buckets
+            .get(bucket)
+            .cloned()
+            .ok_or(CatalogError::BucketNotFound)?;
+        change(&mut record);
+        Ok(vec![RowChange::PutBucket(record)])
+    }
+
+    /// The row change that rewrites an existing index with `change` applied.
+    fn update_index(
+        &self,
+        bucket: String,
+        index: String,
+        change: impl FnOnce(&mut IndexRecord),
+    ) -> Result<Vec<RowChange>, CatalogError> {
+        let mut record = self
+            .indexes
+            .get(&(bucket, index))
+            .cloned()
+            .ok_or(CatalogError::IndexNotFound)?;
+        change(&mut record);
+        Ok(vec![RowChange::PutIndex(record)])
+    }
+
     /// Checks `command` and returns the row changes it makes. Pure: changes nothing.
     pub fn plan(&self, command: CatalogCommand) -> Result<Vec<RowChange>, CatalogError> {
         match command {
@@ -191,62 +222,26 @@ impl CatalogState {
                 Ok(vec![RowChange::DeleteIndex(bucket, name)])
             }
             CatalogCommand::SetBucketPolicy { bucket, policy } => {
-                let mut record = self
-                    .buckets
-                    .get(&bucket)
-                    .cloned()
-                    .ok_or(CatalogError::BucketNotFound)?;
-                record.policy = policy;
-                Ok(vec![RowChange::PutBucket(record)])
+                self.update_bucket(&bucket, |record| record.policy = policy)
             }
             CatalogCommand::SetTags {
                 bucket,
                 index: None,
                 tags,
-            } => {
-                let mut record = self
-                    .buckets
-                    .get(&bucket)
-                    .cloned()
-                    .ok_or(CatalogError::BucketNotFound)?;
-                record.tags = tags;
-                Ok(vec![RowChange::PutBucket(record)])
-            }
+            } => self.update_bucket(&bucket, |record| record.tags = tags),
             CatalogCommand::SetTags {
                 bucket,
                 index: Some(index),
                 tags,
-            } => {
-                let mut record = self
-                    .indexes
-                    .get(&(bucket, index))
-                    .cloned()
-                    .ok_or(CatalogError::IndexNotFound)?;
-                record.tags = tags;
-                Ok(vec![RowChange::PutIndex(record)])
-            }
+            } => self.update_index(bucket, index, |record| record.tags = tags),
             CatalogCommand::SetBucketDefaultIndexMode { bucket, mode } => {
-                let mut record = self
-                    .buckets
-                    .get(&bucket)
-                    .cloned()
-                    .ok_or(CatalogError::BucketNotFound)?;
-                record.default_index_mode = mode;
-                Ok(vec![RowChange::PutBucket(record)])
+                self.update_bucket(&bucket, |record| record.default_index_mode = mode)
             }
             CatalogCommand::SetIndexMode {
                 bucket,
                 index,
                 mode,
-            } => {
-                let mut record = self
-                    .indexes
-                    .get(&(bucket, index))
-                    .cloned()
-                    .ok_or(CatalogError::IndexNotFound)?;
-                record.index_mode = mode;
-                Ok(vec![RowChange::PutIndex(record)])
-            }
+            } => self.update_index(bucket, index, |record| record.index_mode = mode),
         }
     }
 
