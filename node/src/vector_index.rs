@@ -227,7 +227,7 @@ mod tests {
     fn search_respects_the_id_bitmap_and_survives_a_checkpoint() {
         let dim = 4;
         let mut index =
-            VectorIndex::new(dim, DistanceMetric::Euclidean, "HNSW16,Flat", 64).expect("index");
+            VectorIndex::new(dim, DistanceMetric::Euclidean, "Flat", 64).expect("index");
         let mut data = Vec::new();
         let ids: Vec<u64> = (0..200).map(|i| i * 3 + 7).collect();
         for &id in &ids {
