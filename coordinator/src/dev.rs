@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{router, ApiConfig, AppState};
 use crate::auth::{AuthConfig, Authenticator};
-use crate::catalog::RedbCatalog;
+use crate::catalog::{Catalog, RedbCatalog};
 use crate::dataplane::DataPlane;
 use crate::throttle::{RateLimits, Throttle};
 use crate::tokens::{CursorCache, TokenSigner};
@@ -138,6 +138,33 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     data.set_node(DEV_NODE_ID, node_addr);
     let catalog =
         RedbCatalog::open(&args.data_dir.join("catalog.redb")).context("opening the catalog")?;
+    // Shards left behind by a crash between a catalog change and the node change belong to no
+    // index: remove them before serving.
+    let live_shards: std::collections::HashSet<quiver_proto::ShardId> = {
+        let state = catalog.state();
+        state
+            .buckets()
+            .flat_map(|bucket| state.indexes(&bucket.name))
+            .flat_map(|index| {
+                let uid = index.uid;
+                index
+                    .shards
+                    .iter()
+                    .map(move |placement| quiver_proto::ShardId {
+                        index: uid,
+                        shard: placement.shard,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let orphans = node
+        .retain_shards(|id| live_shards.contains(id))
+        .await
+        .map_err(|e| anyhow::anyhow!("removing orphaned shards: {e}"))?;
+    if !orphans.is_empty() {
+        tracing::warn!(count = orphans.len(), "removed orphaned shards");
+    }
     let state = Arc::new(AppState {
         config: ApiConfig {
             scope: ArnScope {

@@ -409,6 +409,8 @@ impl NodeService {
             supervisor,
             admission: Semaphore::new(limits.max_in_flight),
         });
+        // Shards dropped just before a crash may still sit in the trash.
+        let _ = std::fs::remove_dir_all(data_dir.join("trash"));
         let shards_dir = data_dir.join("shards");
         let io = |source| NodeStartError::Io {
             path: shards_dir.display().to_string(),
@@ -438,6 +440,31 @@ impl NodeService {
 
     pub fn shard_count(&self) -> usize {
         self.registry.shards.read().len()
+    }
+
+    /// Ids of every shard this node hosts.
+    pub fn shard_ids(&self) -> Vec<ShardId> {
+        let mut ids: Vec<ShardId> = self.registry.shards.read().keys().copied().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Drops every hosted shard for which `keep` is false (shards no index refers to any more,
+    /// left by a crash between a catalog change and the shard change). Returns the dropped ids.
+    pub async fn retain_shards(
+        &self,
+        keep: impl Fn(&ShardId) -> bool,
+    ) -> Result<Vec<ShardId>, NodeError> {
+        let orphans: Vec<ShardId> = self
+            .shard_ids()
+            .into_iter()
+            .filter(|id| !keep(id))
+            .collect();
+        for id in &orphans {
+            tracing::warn!(shard = %id, "dropping a shard that no index refers to");
+            self.drop_shard(*id).await?;
+        }
+        Ok(orphans)
     }
 
     async fn create_shard(&self, spec: ShardSpec) -> Result<(), NodeError> {

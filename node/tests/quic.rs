@@ -1167,3 +1167,62 @@ async fn random_udp_datagrams_do_not_disturb_the_node() {
     );
     assert_eq!(write_marker(&transport, addr, "marker").await, 2);
 }
+
+/// Shards no index refers to are dropped by `retain_shards`, data directory included, and the
+/// ones kept keep serving.
+#[tokio::test]
+async fn retain_shards_drops_only_the_orphans() {
+    let node = start_node().await;
+    let transport = QuicTransport::new(&node.identity).expect("transport");
+    let ids: Vec<ShardId> = (0..3)
+        .map(|shard| ShardId {
+            index: IndexUid(0x5eed),
+            shard,
+        })
+        .collect();
+    for id in &ids {
+        let spec = ShardSpec {
+            id: *id,
+            ..shard_spec()
+        };
+        let response = transport
+            .call(
+                node.addr,
+                "retain",
+                CALL_TIMEOUT,
+                NodeRequest::CreateShard(spec),
+            )
+            .await
+            .expect("create");
+        assert_eq!(response, NodeResponse::Done);
+    }
+    let shards_dir = node.dir.path().join("data").join("shards");
+    assert_eq!(std::fs::read_dir(&shards_dir).expect("dir").count(), 3);
+    let keep = ids[1];
+    let dropped = node
+        .service
+        .retain_shards(|id| *id == keep)
+        .await
+        .expect("retain");
+    assert_eq!(dropped, vec![ids[0], ids[2]]);
+    assert_eq!(node.service.shard_ids(), vec![keep]);
+    assert_eq!(std::fs::read_dir(&shards_dir).expect("dir").count(), 1);
+    let response = transport
+        .call(
+            node.addr,
+            "retain",
+            CALL_TIMEOUT,
+            NodeRequest::Get {
+                shard: ids[0],
+                keys: vec!["a".into()],
+                return_data: false,
+                return_metadata: false,
+            },
+        )
+        .await
+        .expect("call");
+    assert_eq!(
+        response,
+        NodeResponse::Error(NodeError::ShardNotFound(ids[0]))
+    );
+}
