@@ -353,14 +353,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
         passed: failures.is_empty(),
         failures,
     };
-    println!("{}", render(&report));
-    std::fs::write(&args.report, serde_json::to_vec_pretty(&report)?)
-        .with_context(|| format!("writing {}", args.report.display()))?;
-    println!("report: {}", args.report.display());
-    for f in &report.failures {
-        eprintln!("FAILED: {f}");
-    }
-    Ok(report.passed)
+    crate::report::publish(&args.report, &render(&report), &report, &report.failures)
 }
 
 pub fn render(r: &BenchReport) -> String {

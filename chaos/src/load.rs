@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -457,14 +457,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<bool> {
         passed: failures.is_empty(),
         failures,
     };
-    println!("{}", render(&report));
-    std::fs::write(&args.report, serde_json::to_vec_pretty(&report)?)
-        .with_context(|| format!("writing {}", args.report.display()))?;
-    println!("report: {}", args.report.display());
-    for f in &report.failures {
-        eprintln!("FAILED: {f}");
-    }
-    Ok(report.passed)
+    crate::report::publish(&args.report, &render(&report), &report, &report.failures)
 }
 
 fn client_rng(seed: u64, stream: u64) -> StdRng {

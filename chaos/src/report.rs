@@ -305,6 +305,25 @@ pub fn fmt_opt(value: Option<f64>, digits: usize) -> String {
     value.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
 }
 
+/// Prints a run's table, writes its JSON report to `path`, and lists its failures. Returns
+/// whether the run passed.
+pub fn publish<R: Serialize>(
+    path: &std::path::Path,
+    rendered: &str,
+    report: &R,
+    failures: &[String],
+) -> anyhow::Result<bool> {
+    use anyhow::Context;
+    println!("{rendered}");
+    std::fs::write(path, serde_json::to_vec_pretty(report)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("report: {}", path.display());
+    for failure in failures {
+        eprintln!("FAILED: {failure}");
+    }
+    Ok(failures.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1233,7 +1233,7 @@ async fn query_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Respons
         input.filter.as_ref(),
         enhanced,
     );
-    let (hits, offset) = match &input.next_token {
+    let (hits, offset, cursor) = match &input.next_token {
         None => {
             let hits = app
                 .data
@@ -1246,7 +1246,7 @@ async fn query_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Respons
                     return_metadata,
                 )
                 .await?;
-            (Arc::new(hits), 0usize)
+            (Arc::new(hits), 0usize, None)
         }
         Some(token) => {
             let token: QueryToken = app.tokens.verify(token)?;
@@ -1264,17 +1264,16 @@ async fn query_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Respons
                     "returnMetadata must be the same on every page of a paginated query",
                 ));
             }
-            (hits, token.offset)
+            (hits, token.offset, Some(token.cursor))
         }
     };
     let end = (offset + QUERY_PAGE_SIZE).min(hits.len());
     let next_token = if end < hits.len() {
-        let cursor = match &input.next_token {
-            Some(token) => app.tokens.verify::<QueryToken>(token)?.cursor,
-            None => app
-                .cursors
-                .insert(fingerprint, hits.clone(), return_metadata),
-        };
+        // A follow-up page continues the cursor it came from; a first page opens one.
+        let cursor = cursor.unwrap_or_else(|| {
+            app.cursors
+                .insert(fingerprint, hits.clone(), return_metadata)
+        });
         Some(app.tokens.sign(&QueryToken {
             cursor,
             offset: end,

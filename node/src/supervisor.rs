@@ -535,6 +535,44 @@ impl NodeService {
             .map_err(|e| NodeError::Storage(format!("read task failed: {e}")))?
     }
 
+    /// Searches `shards` (all hosted here) on one blocking task and merges their top-k.
+    async fn search(
+        &self,
+        shards: Vec<ShardId>,
+        vector: Vec<f32>,
+        top_k: u32,
+        filter: Option<quiver_proto::Filter>,
+        return_metadata: bool,
+    ) -> Result<NodeResponse, NodeError> {
+        if top_k == 0 || top_k > MAX_TOP_K {
+            return Err(NodeError::InvalidRequest("top_k out of range".into()));
+        }
+        if shards.is_empty() || shards.len() > MAX_SHARDS_PER_SEARCH {
+            return Err(NodeError::InvalidRequest("shard count out of range".into()));
+        }
+        let states = shards
+            .iter()
+            .map(|&id| self.ready(id).map(|(state, _)| state))
+            .collect::<Result<Vec<_>, _>>()?;
+        tokio::task::spawn_blocking(move || {
+            let lists = states
+                .iter()
+                .map(|state| {
+                    state
+                        .read()
+                        .search(&vector, top_k as usize, filter.as_ref(), return_metadata)
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(NodeError::from)?;
+            Ok(NodeResponse::Hits(quiver_proto::merge_top_k(
+                lists,
+                top_k as usize,
+            )))
+        })
+        .await
+        .map_err(|e| NodeError::Storage(format!("search task failed: {e}")))?
+    }
+
     /// Executes one request before `deadline`.
     pub async fn handle(&self, request: NodeRequest, deadline: Instant) -> NodeResponse {
         let Ok(_permit) = self.admission.try_acquire() else {
@@ -621,36 +659,8 @@ impl NodeService {
                 filter,
                 return_metadata,
             } => {
-                if top_k == 0 || top_k > MAX_TOP_K {
-                    return Err(NodeError::InvalidRequest("top_k out of range".into()));
-                }
-                if shards.is_empty() || shards.len() > MAX_SHARDS_PER_SEARCH {
-                    return Err(NodeError::InvalidRequest("shard count out of range".into()));
-                }
-                let states = shards
-                    .iter()
-                    .map(|&id| self.ready(id).map(|(state, _)| state))
-                    .collect::<Result<Vec<_>, _>>()?;
-                tokio::task::spawn_blocking(move || {
-                    let lists = states
-                        .iter()
-                        .map(|state| {
-                            state.read().search(
-                                &vector,
-                                top_k as usize,
-                                filter.as_ref(),
-                                return_metadata,
-                            )
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(NodeError::from)?;
-                    Ok(NodeResponse::Hits(quiver_proto::merge_top_k(
-                        lists,
-                        top_k as usize,
-                    )))
-                })
-                .await
-                .map_err(|e| NodeError::Storage(format!("search task failed: {e}")))?
+                self.search(shards, vector, top_k, filter, return_metadata)
+                    .await
             }
             NodeRequest::Search {
                 shard,
@@ -659,15 +669,8 @@ impl NodeService {
                 filter,
                 return_metadata,
             } => {
-                if top_k == 0 || top_k > MAX_TOP_K {
-                    return Err(NodeError::InvalidRequest("top_k out of range".into()));
-                }
-                self.read(shard, move |s| {
-                    s.search(&vector, top_k as usize, filter.as_ref(), return_metadata)
-                        .map(NodeResponse::Hits)
-                        .map_err(NodeError::from)
-                })
-                .await
+                self.search(vec![shard], vector, top_k, filter, return_metadata)
+                    .await
             }
         }
     }
