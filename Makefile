@@ -9,7 +9,7 @@ export PATH := $(HOME)/.cache/quiver/tools/bin:$(HOME)/.cargo/bin:$(PATH)
 LISTEN ?= 127.0.0.1:8277
 DATA_DIR ?= ./quiver-data
 
-.PHONY: run test deps build lint unit api
+.PHONY: run test deps build lint unit api cluster cluster-stop cluster-status cluster-test
 
 deps:
 	@scripts/install-deps.sh
@@ -32,8 +32,26 @@ api: deps
 	cargo build -p quiver-coordinator --bin quiver
 	QUIVER_BIN=$(CARGO_TARGET_DIR)/debug/quiver tests/api/run.sh
 
-## Everything CI runs: formatting, lints, Rust tests, then the end-to-end API suite with boto3.
-test: lint unit api bench-smoke load-smoke
+## A local cluster: 3 coordinators (HTTP 8277-8279) and 3 nodes as separate processes, state in
+## CLUSTER_DIR/cluster.json. `make cluster-stop` stops it; scripts/cluster.py kill/restart NAME.
+CLUSTER_DIR ?= ./quiver-cluster
+cluster: build
+	scripts/cluster.py start --dir $(CLUSTER_DIR) --binary $(CARGO_TARGET_DIR)/release/quiver
+
+cluster-stop:
+	scripts/cluster.py stop --dir $(CLUSTER_DIR)
+
+cluster-status:
+	scripts/cluster.py status --dir $(CLUSTER_DIR) --binary $(CARGO_TARGET_DIR)/release/quiver
+
+## The multi-process cluster test (kill -9 of a leader and a node, whole-cluster restart, foreign CA).
+cluster-test: deps
+	cargo build -p quiver-coordinator --bin quiver
+	QUIVER_BIN=$(CARGO_TARGET_DIR)/debug/quiver QUIVER_TESTS=tests/cluster tests/api/run.sh -s
+
+## Everything CI runs: formatting, lints, Rust tests, the end-to-end API suite with boto3, the
+## multi-process cluster test, and short benchmark and load runs.
+test: lint unit api cluster-test bench-smoke load-smoke
 
 ## Benchmarks and load (quiver-chaos, see chaos/README.md). Reports (JSON, SVG plots) land in $(CARGO_TARGET_DIR)/quiver-chaos-*.
 .PHONY: bench bench-smoke load load-smoke

@@ -24,8 +24,11 @@ use crate::auth::{Authenticator, Principal};
 use crate::catalog::{
     BucketRecord, Catalog, CatalogCommand, EncryptionConfig, IndexRecord, ShardPlacement,
 };
+use crate::cluster::ControlPlane;
 use crate::dataplane::{metric_name, DataPlane};
 use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::placement;
 use crate::throttle::Throttle;
 use crate::tokens::{CursorCache, TokenSigner};
 use crate::validate::{self, ArnScope, BucketAddress, IndexAddress};
@@ -45,7 +48,11 @@ pub const ADMISSION_WAIT: std::time::Duration = std::time::Duration::from_secs(2
 
 pub struct AppState {
     pub config: ApiConfig,
+    /// The control plane; the same object as `catalog`, with Raft status for /ready and
+    /// /metrics.
+    pub control: Arc<ControlPlane>,
     pub catalog: Arc<dyn Catalog>,
+    pub metrics: Metrics,
     pub data: DataPlane,
     pub auth: Authenticator,
     pub tokens: TokenSigner,
@@ -89,7 +96,8 @@ pub struct RequestId(pub String);
 pub fn router(state: App) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
-        .route("/ready", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/{operation}", post(dispatch))
         .route(
             "/tags/{arn}",
@@ -104,6 +112,23 @@ pub fn router(state: App) -> Router {
         .layer(axum::middleware::from_fn(request_context))
         .layer(DefaultBodyLimit::max(validate::MAX_REQUEST_BYTES))
         .with_state(state)
+}
+
+/// Ready once this coordinator knows a Raft leader (it can serve reads and forward writes).
+async fn ready(State(app): State<App>) -> Response {
+    if app.control.ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no control-plane leader yet",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    crate::metrics::exposition(app.metrics.render(&app.control))
 }
 
 /// Gives every request an id (the `x-amzn-RequestId` header) and a tracing span carrying it.
@@ -131,7 +156,7 @@ async fn unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> Resp
 /// then gets a retryable 429, so overload turns into throttling instead of unbounded queues.
 async fn admission(State(app): State<App>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    if path == "/health" || path == "/ready" {
+    if path == "/health" || path == "/ready" || path == "/metrics" {
         return next.run(request).await;
     }
     let slot = tokio::time::timeout(ADMISSION_WAIT, app.admission.clone().acquire_owned()).await;
@@ -197,34 +222,23 @@ async fn dispatch(
             .into_response()
         }
     };
+    let started = std::time::Instant::now();
     let ctx = match authenticated(&app, request_id, &method, &uri, &headers, &body) {
         Ok(ctx) => ctx,
-        Err(error) => return error.into_response(),
+        Err(error) => {
+            let response = error.into_response();
+            app.metrics
+                .record(&operation, response.status().as_u16(), started.elapsed());
+            return response;
+        }
     };
-    let result = match operation.as_str() {
-        "CreateVectorBucket" => create_bucket(&app, &body, &ctx),
-        "GetVectorBucket" => get_bucket(&app, &body, &ctx),
-        "ListVectorBuckets" => list_buckets(&app, &body, &ctx),
-        "DeleteVectorBucket" => delete_bucket(&app, &body, &ctx),
-        "CreateIndex" => create_index(&app, &body, &ctx).await,
-        "GetIndex" => get_index(&app, &body, &ctx),
-        "ListIndexes" => list_indexes(&app, &body, &ctx),
-        "DeleteIndex" => delete_index(&app, &body, &ctx).await,
-        "PutVectors" => put_vectors(&app, &body, &ctx).await,
-        "GetVectors" => get_vectors(&app, &body, &ctx).await,
-        "ListVectors" => list_vectors(&app, &body, &ctx).await,
-        "DeleteVectors" => delete_vectors(&app, &body, &ctx).await,
-        "QueryVectors" => query_vectors(&app, &body, &ctx).await,
-        "PutVectorBucketPolicy" => put_bucket_policy(&app, &body, &ctx),
-        "GetVectorBucketPolicy" => get_bucket_policy(&app, &body, &ctx),
-        "DeleteVectorBucketPolicy" => delete_bucket_policy(&app, &body, &ctx),
-        "PutVectorBucketDefaultIndexMode" => put_default_index_mode(&app, &body, &ctx),
-        "UpdateIndexMode" => update_index_mode(&app, &body, &ctx),
-        "UpdateMetadataConfiguration" => update_metadata_configuration(&app, &body, &ctx),
-        other => Err(ApiError::UnknownOperation(format!(
-            "Unknown operation: {other}"
-        ))),
+    let result = with_read_barrier(&app, || operate(&app, &operation, &body, &ctx)).await;
+    let status = match &result {
+        Ok(response) => response.status(),
+        Err(error) => error.status_and_type().0,
     };
+    app.metrics
+        .record(&operation, status.as_u16(), started.elapsed());
     match result {
         Ok(response) => response,
         Err(error) => {
@@ -236,6 +250,56 @@ async fn dispatch(
             }
             error.into_response()
         }
+    }
+}
+
+/// Runs `attempt`; when it answers NotFound, runs it once more after a linearizable read
+/// barrier. This coordinator may not yet have applied a change committed through another one;
+/// after the barrier, anything created before this request started is visible. A NotFound
+/// answer changed nothing, so the second attempt is safe.
+async fn with_read_barrier<F, Fut>(app: &AppState, attempt: F) -> Result<Response, ApiError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Response, ApiError>>,
+{
+    let result = attempt().await;
+    if !result.as_ref().is_err_and(ApiError::is_not_found) {
+        return result;
+    }
+    app.catalog.sync().await?;
+    attempt().await
+}
+
+/// Runs one S3 Vectors operation.
+async fn operate(
+    app: &AppState,
+    operation: &str,
+    body: &[u8],
+    ctx: &Ctx,
+) -> Result<Response, ApiError> {
+    match operation {
+        "CreateVectorBucket" => create_bucket(app, body, ctx).await,
+        "GetVectorBucket" => get_bucket(app, body, ctx),
+        "ListVectorBuckets" => list_buckets(app, body, ctx),
+        "DeleteVectorBucket" => delete_bucket(app, body, ctx).await,
+        "CreateIndex" => create_index(app, body, ctx).await,
+        "GetIndex" => get_index(app, body, ctx),
+        "ListIndexes" => list_indexes(app, body, ctx),
+        "DeleteIndex" => delete_index(app, body, ctx).await,
+        "PutVectors" => put_vectors(app, body, ctx).await,
+        "GetVectors" => get_vectors(app, body, ctx).await,
+        "ListVectors" => list_vectors(app, body, ctx).await,
+        "DeleteVectors" => delete_vectors(app, body, ctx).await,
+        "QueryVectors" => query_vectors(app, body, ctx).await,
+        "PutVectorBucketPolicy" => put_bucket_policy(app, body, ctx).await,
+        "GetVectorBucketPolicy" => get_bucket_policy(app, body, ctx),
+        "DeleteVectorBucketPolicy" => delete_bucket_policy(app, body, ctx).await,
+        "PutVectorBucketDefaultIndexMode" => put_default_index_mode(app, body, ctx).await,
+        "UpdateIndexMode" => update_index_mode(app, body, ctx).await,
+        "UpdateMetadataConfiguration" => update_metadata_configuration(app, body, ctx),
+        other => Err(ApiError::UnknownOperation(format!(
+            "Unknown operation: {other}"
+        ))),
     }
 }
 
@@ -349,7 +413,7 @@ struct CreateBucketIn {
     tags: Option<BTreeMap<String, String>>,
 }
 
-fn create_bucket(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
+async fn create_bucket(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
     let input: CreateBucketIn = parse(body)?;
     let Some(name) = input.vector_bucket_name else {
         return Err(ApiError::validation(
@@ -372,7 +436,9 @@ fn create_bucket(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, Api
         default_index_mode: "ENHANCED".into(),
         policy: None,
     };
-    app.catalog.execute(CatalogCommand::CreateBucket(record))?;
+    app.catalog
+        .execute(CatalogCommand::CreateBucket(record))
+        .await?;
     Ok(ok_json(
         json!({ "vectorBucketArn": app.config.scope.bucket_arn(&name) }),
     ))
@@ -562,7 +628,7 @@ fn list_buckets(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiE
     Ok(ok_json(out))
 }
 
-fn delete_bucket(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
+async fn delete_bucket(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
     let input: BucketIn = parse(body)?;
     let bucket = resolve_bucket(
         app,
@@ -572,7 +638,8 @@ fn delete_bucket(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, Api
         input.vector_bucket_arn.as_deref(),
     )?;
     app.catalog
-        .execute(CatalogCommand::DeleteBucket { name: bucket.name })?;
+        .execute(CatalogCommand::DeleteBucket { name: bucket.name })
+        .await?;
     Ok(ok_empty())
 }
 
@@ -702,18 +769,16 @@ async fn create_index(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response
             "An index with the specified name already exists".into(),
         ));
     }
-    let nodes = app.data.node_ids();
-    if nodes.is_empty() {
-        return Err(ApiError::ServiceUnavailable(
-            "No storage node is available".into(),
-        ));
-    }
     let shard_count = app.config.shards_per_index.max(2);
-    let shards = (0..shard_count)
-        .map(|shard| ShardPlacement {
+    let nodes = placement::place(&app.catalog.state(), shard_count)
+        .ok_or_else(|| ApiError::ServiceUnavailable("No storage node is available".into()))?;
+    let shards = nodes
+        .into_iter()
+        .zip(0..shard_count)
+        .map(|(node, shard)| ShardPlacement {
             shard,
             range: HashRange::split(shard, shard_count),
-            node: nodes[shard as usize % nodes.len()].clone(),
+            node,
         })
         .collect();
     let record = IndexRecord {
@@ -729,14 +794,25 @@ async fn create_index(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response
         index_mode: bucket.default_index_mode.clone(),
         shards,
     };
-    // Shards first, then the catalog: an index is visible only once all its shards exist.
-    app.data.create_shards(&record, &ctx.request_id).await?;
-    if let Err(error) = app
-        .catalog
+    // The catalog first, then the shards: a node drops shards the catalog does not name (see
+    // `NodeService::reconcile`), and a node that misses the creation below gets the shard from
+    // its next heartbeat. If the shards cannot be created, the index is removed again.
+    app.catalog
         .execute(CatalogCommand::CreateIndex(record.clone()))
-    {
+        .await?;
+    if let Err(error) = app.data.create_shards(&record, &ctx.request_id).await {
+        let undo = app
+            .catalog
+            .execute(CatalogCommand::DeleteIndex {
+                bucket: record.bucket.clone(),
+                name: record.name.clone(),
+            })
+            .await;
+        if let Err(undo) = undo {
+            tracing::warn!(index = %record.name, %undo, "could not remove an index whose shards failed; nodes will create them from their assignments");
+        }
         app.data.drop_shards(&record, &ctx.request_id).await;
-        return Err(error.into());
+        return Err(error);
     }
     Ok(ok_json(json!({
         "indexArn": app.config.scope.index_arn(&bucket.name, &index_name)
@@ -853,10 +929,12 @@ async fn delete_index(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response
         input.index_name.as_deref(),
         input.index_arn.as_deref(),
     )?;
-    app.catalog.execute(CatalogCommand::DeleteIndex {
-        bucket: index.bucket.clone(),
-        name: index.name.clone(),
-    })?;
+    app.catalog
+        .execute(CatalogCommand::DeleteIndex {
+            bucket: index.bucket.clone(),
+            name: index.name.clone(),
+        })
+        .await?;
     app.throttle.forget(index.uid);
     app.data.drop_shards(&index, &ctx.request_id).await;
     Ok(ok_empty())
@@ -1346,7 +1424,7 @@ struct BucketPolicyIn {
     policy: Option<String>,
 }
 
-fn put_bucket_policy(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
+async fn put_bucket_policy(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
     let input: BucketPolicyIn = parse(body)?;
     let bucket = resolve_bucket(
         app,
@@ -1358,10 +1436,12 @@ fn put_bucket_policy(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response,
     let policy = required(input.policy, "/policy")?;
     crate::auth::policy::Policy::parse(&policy, true)
         .map_err(|e| ApiError::validation(format!("Invalid policy: {e}")))?;
-    app.catalog.execute(CatalogCommand::SetBucketPolicy {
-        bucket: bucket.name,
-        policy: Some(policy),
-    })?;
+    app.catalog
+        .execute(CatalogCommand::SetBucketPolicy {
+            bucket: bucket.name,
+            policy: Some(policy),
+        })
+        .await?;
     Ok(ok_empty())
 }
 
@@ -1382,7 +1462,11 @@ fn get_bucket_policy(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response,
     }
 }
 
-fn delete_bucket_policy(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
+async fn delete_bucket_policy(
+    app: &AppState,
+    body: &[u8],
+    ctx: &Ctx,
+) -> Result<Response, ApiError> {
     let input: BucketIn = parse(body)?;
     let bucket = resolve_bucket(
         app,
@@ -1391,10 +1475,12 @@ fn delete_bucket_policy(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Respon
         input.vector_bucket_name.as_deref(),
         input.vector_bucket_arn.as_deref(),
     )?;
-    app.catalog.execute(CatalogCommand::SetBucketPolicy {
-        bucket: bucket.name,
-        policy: None,
-    })?;
+    app.catalog
+        .execute(CatalogCommand::SetBucketPolicy {
+            bucket: bucket.name,
+            policy: None,
+        })
+        .await?;
     Ok(ok_empty())
 }
 
@@ -1429,7 +1515,11 @@ struct DefaultIndexModeIn {
     default_index_mode: Option<String>,
 }
 
-fn put_default_index_mode(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
+async fn put_default_index_mode(
+    app: &AppState,
+    body: &[u8],
+    ctx: &Ctx,
+) -> Result<Response, ApiError> {
     let input: DefaultIndexModeIn = parse(body)?;
     let bucket = resolve_bucket(
         app,
@@ -1443,7 +1533,8 @@ fn put_default_index_mode(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Resp
         .execute(CatalogCommand::SetBucketDefaultIndexMode {
             bucket: bucket.name,
             mode,
-        })?;
+        })
+        .await?;
     Ok(ok_empty())
 }
 
@@ -1456,7 +1547,7 @@ struct IndexModeIn {
     index_mode: Option<String>,
 }
 
-fn update_index_mode(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
+async fn update_index_mode(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
     let input: IndexModeIn = parse(body)?;
     let index = resolve_index(
         app,
@@ -1473,11 +1564,13 @@ fn update_index_mode(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response,
         .cloned()
         .ok_or_else(ApiError::index_not_found)?;
     let mode = index_mode(input.index_mode, "/indexMode", &bucket)?;
-    app.catalog.execute(CatalogCommand::SetIndexMode {
-        bucket: index.bucket,
-        index: index.name,
-        mode,
-    })?;
+    app.catalog
+        .execute(CatalogCommand::SetIndexMode {
+            bucket: index.bucket,
+            index: index.name,
+            mode,
+        })
+        .await?;
     Ok(ok_empty())
 }
 
@@ -1568,14 +1661,17 @@ async fn tags_dispatch(
         Ok(ctx) => ctx,
         Err(error) => return error.into_response(),
     };
-    let result = tags_operation(&app, &ctx, &method, &arn, uri.query(), &body);
+    let result = with_read_barrier(&app, || {
+        tags_operation(&app, &ctx, &method, &arn, uri.query(), &body)
+    })
+    .await;
     match result {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-fn tags_operation(
+async fn tags_operation(
     app: &AppState,
     ctx: &Ctx,
     method: &axum::http::Method,
@@ -1651,10 +1747,12 @@ fn tags_operation(
             remaining
         }
     };
-    app.catalog.execute(CatalogCommand::SetTags {
-        bucket,
-        index,
-        tags: updated,
-    })?;
+    app.catalog
+        .execute(CatalogCommand::SetTags {
+            bucket,
+            index,
+            tags: updated,
+        })
+        .await?;
     Ok(ok_empty())
 }

@@ -1,24 +1,22 @@
-//! The catalog: vector buckets, indexes and each index's shard map.
+//! The catalog: vector buckets, indexes, each index's shard map, and the storage nodes.
 //!
 //! [`CatalogState`] is a deterministic state machine: [`CatalogState::plan`] checks a
 //! [`CatalogCommand`] against the state and turns it into row changes without touching anything;
-//! [`CatalogState::apply_rows`] applies them. [`Catalog`] is the interface the API uses; the local
-//! implementation, [`RedbCatalog`], makes the rows durable in redb (fsync) before it applies them
-//! in memory. A Raft state machine can implement the same interface by replicating the commands.
+//! [`CatalogState::apply_rows`] applies them. It is the state machine of the control-plane Raft
+//! group ([`crate::cluster`]), which replicates the commands. [`Catalog`] is the interface the API
+//! uses.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use parking_lot::RwLock;
-use quiver_proto::{DistanceMetric, HashRange, IndexUid};
-use redb::{Database, Durability, ReadableTable, TableDefinition};
+use futures::future::BoxFuture;
+use quiver_proto::{DistanceMetric, HashRange, IndexUid, ShardId, ShardSpec};
 use serde::{Deserialize, Serialize};
 
 /// Service limits (reference §4.1).
 pub const MAX_BUCKETS: usize = 10_000;
 pub const MAX_INDEXES_PER_BUCKET: usize = 10_000;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
 pub enum CatalogError {
     #[error("bucket exists")]
     BucketExists,
@@ -34,8 +32,11 @@ pub enum CatalogError {
     TooManyBuckets(usize),
     #[error("too many indexes (limit {0})")]
     TooManyIndexes(usize),
-    #[error("catalog storage: {0}")]
-    Storage(String),
+    #[error("node {0} is not registered")]
+    NodeNotFound(String),
+    /// The control plane cannot decide right now (no leader, leader unreachable): retry.
+    #[error("control plane unavailable: {0}")]
+    Unavailable(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +90,16 @@ pub struct IndexRecord {
     pub shards: Vec<ShardPlacement>,
 }
 
+/// A storage node as the control plane knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: String,
+    /// QUIC address of the node.
+    pub addr: String,
+    /// Whether the node heartbeats (the Raft leader marks it down after missed heartbeats).
+    pub up: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CatalogCommand {
     CreateBucket(BucketRecord),
@@ -120,6 +131,16 @@ pub enum CatalogCommand {
         index: String,
         mode: String,
     },
+    /// Adds a node or updates its address; the node is up afterwards.
+    RegisterNode {
+        id: String,
+        addr: String,
+    },
+    /// Marks a registered node up or down.
+    SetNodeUp {
+        id: String,
+        up: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,12 +149,14 @@ pub enum RowChange {
     DeleteBucket(String),
     PutIndex(IndexRecord),
     DeleteIndex(String, String),
+    PutNode(NodeRecord),
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CatalogState {
     buckets: BTreeMap<String, BucketRecord>,
     indexes: BTreeMap<(String, String), IndexRecord>,
+    nodes: BTreeMap<String, NodeRecord>,
 }
 
 impl CatalogState {
@@ -242,6 +265,18 @@ impl CatalogState {
                 index,
                 mode,
             } => self.update_index(bucket, index, |record| record.index_mode = mode),
+            CatalogCommand::RegisterNode { id, addr } => {
+                Ok(vec![RowChange::PutNode(NodeRecord { id, addr, up: true })])
+            }
+            CatalogCommand::SetNodeUp { id, up } => {
+                let mut record = self
+                    .nodes
+                    .get(&id)
+                    .cloned()
+                    .ok_or(CatalogError::NodeNotFound(id))?;
+                record.up = up;
+                Ok(vec![RowChange::PutNode(record)])
+            }
         }
     }
 
@@ -261,8 +296,48 @@ impl CatalogState {
                 RowChange::DeleteIndex(bucket, name) => {
                     self.indexes.remove(&(bucket, name));
                 }
+                RowChange::PutNode(node) => {
+                    self.nodes.insert(node.id.clone(), node);
+                }
             }
         }
+    }
+
+    pub fn node(&self, id: &str) -> Option<&NodeRecord> {
+        self.nodes.get(id)
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeRecord> {
+        self.nodes.values()
+    }
+
+    /// Every index of every bucket.
+    pub fn all_indexes(&self) -> impl Iterator<Item = &IndexRecord> {
+        self.indexes.values()
+    }
+
+    /// Shards placed on each registered node (nodes without shards included, with 0).
+    pub fn shard_counts(&self) -> BTreeMap<String, usize> {
+        let mut counts: BTreeMap<String, usize> =
+            self.nodes.keys().map(|id| (id.clone(), 0)).collect();
+        for placement in self.indexes.values().flat_map(|index| &index.shards) {
+            *counts.entry(placement.node.clone()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Everything `node` should host: the specs of the shards placed on it.
+    pub fn assignments(&self, node: &str) -> Vec<ShardSpec> {
+        self.indexes
+            .values()
+            .flat_map(|index| {
+                index
+                    .shards
+                    .iter()
+                    .filter(move |placement| placement.node == node)
+                    .map(move |placement| index.shard_spec(placement))
+            })
+            .collect()
     }
 
     pub fn bucket(&self, name: &str) -> Option<&BucketRecord> {
@@ -282,118 +357,38 @@ impl CatalogState {
     }
 }
 
-/// What the API needs from the catalog, local or replicated.
+impl IndexRecord {
+    pub fn shard_id(&self, placement: &ShardPlacement) -> ShardId {
+        ShardId {
+            index: self.uid,
+            shard: placement.shard,
+        }
+    }
+
+    /// What a node needs to host one of this index's shards.
+    pub fn shard_spec(&self, placement: &ShardPlacement) -> ShardSpec {
+        ShardSpec {
+            id: self.shard_id(placement),
+            dimension: self.dimension,
+            metric: self.metric,
+            non_filterable_keys: self.non_filterable_keys.clone().unwrap_or_default(),
+            range: placement.range,
+        }
+    }
+}
+
+/// What the API needs from the catalog.
 pub trait Catalog: Send + Sync + 'static {
-    /// Executes a command durably; on error nothing changed.
-    fn execute(&self, command: CatalogCommand) -> Result<(), CatalogError>;
+    /// Executes a command through the control plane; returns once it is committed (durable on
+    /// a quorum) and applied to this coordinator's state. On error nothing changed, except for
+    /// [`CatalogError::Unavailable`] after a timeout, when the outcome is unknown.
+    fn execute(&self, command: CatalogCommand) -> BoxFuture<'_, Result<(), CatalogError>>;
     /// The current state, read-locked for the guard's lifetime (keep it short, never across an
     /// await).
     fn state(&self) -> parking_lot::RwLockReadGuard<'_, CatalogState>;
-}
-
-const BUCKETS: TableDefinition<&str, &[u8]> = TableDefinition::new("buckets");
-const INDEXES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("indexes");
-
-/// The single-process catalog: state in memory, rows in a redb file.
-pub struct RedbCatalog {
-    db: Database,
-    state: RwLock<CatalogState>,
-}
-
-fn storage(e: impl std::fmt::Display) -> CatalogError {
-    CatalogError::Storage(e.to_string())
-}
-
-impl RedbCatalog {
-    pub fn open(path: &Path) -> Result<Self, CatalogError> {
-        let db = Database::create(path).map_err(storage)?;
-        let txn = db.begin_write().map_err(storage)?;
-        txn.open_table(BUCKETS).map_err(storage)?;
-        txn.open_table(INDEXES).map_err(storage)?;
-        txn.commit().map_err(storage)?;
-        let mut state = CatalogState::default();
-        let txn = db.begin_read().map_err(storage)?;
-        let mut rows = Vec::new();
-        for row in txn
-            .open_table(BUCKETS)
-            .map_err(storage)?
-            .iter()
-            .map_err(storage)?
-        {
-            let (_, value) = row.map_err(storage)?;
-            rows.push(RowChange::PutBucket(
-                postcard::from_bytes(value.value()).map_err(storage)?,
-            ));
-        }
-        for row in txn
-            .open_table(INDEXES)
-            .map_err(storage)?
-            .iter()
-            .map_err(storage)?
-        {
-            let (_, value) = row.map_err(storage)?;
-            rows.push(RowChange::PutIndex(
-                postcard::from_bytes(value.value()).map_err(storage)?,
-            ));
-        }
-        state.apply_rows(rows);
-        Ok(RedbCatalog {
-            db,
-            state: RwLock::new(state),
-        })
-    }
-
-    fn persist(&self, rows: &[RowChange]) -> Result<(), CatalogError> {
-        let mut txn = self.db.begin_write().map_err(storage)?;
-        txn.set_durability(Durability::Immediate);
-        {
-            let mut buckets = txn.open_table(BUCKETS).map_err(storage)?;
-            let mut indexes = txn.open_table(INDEXES).map_err(storage)?;
-            for row in rows {
-                match row {
-                    RowChange::PutBucket(bucket) => {
-                        let bytes = postcard::to_stdvec(bucket).map_err(storage)?;
-                        buckets
-                            .insert(bucket.name.as_str(), bytes.as_slice())
-                            .map_err(storage)?;
-                    }
-                    RowChange::DeleteBucket(name) => {
-                        buckets.remove(name.as_str()).map_err(storage)?;
-                    }
-                    RowChange::PutIndex(index) => {
-                        let bytes = postcard::to_stdvec(index).map_err(storage)?;
-                        indexes
-                            .insert(
-                                (index.bucket.as_str(), index.name.as_str()),
-                                bytes.as_slice(),
-                            )
-                            .map_err(storage)?;
-                    }
-                    RowChange::DeleteIndex(bucket, name) => {
-                        indexes
-                            .remove((bucket.as_str(), name.as_str()))
-                            .map_err(storage)?;
-                    }
-                }
-            }
-        }
-        txn.commit().map_err(storage)
-    }
-}
-
-impl Catalog for RedbCatalog {
-    fn execute(&self, command: CatalogCommand) -> Result<(), CatalogError> {
-        // One writer at a time: plan against the state we are about to change.
-        let mut state = self.state.write();
-        let rows = state.plan(command)?;
-        self.persist(&rows)?;
-        state.apply_rows(rows);
-        Ok(())
-    }
-
-    fn state(&self) -> parking_lot::RwLockReadGuard<'_, CatalogState> {
-        self.state.read()
-    }
+    /// A linearizable read barrier: returns once this coordinator's state includes every
+    /// command committed before the call.
+    fn sync(&self) -> BoxFuture<'_, Result<(), CatalogError>>;
 }
 
 #[cfg(test)]
@@ -472,23 +467,5 @@ mod tests {
             .expect("delete");
         state.apply_rows(rows);
         assert!(state.bucket("b1").is_none());
-    }
-
-    #[test]
-    fn redb_catalog_survives_reopen() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("catalog.redb");
-        {
-            let catalog = RedbCatalog::open(&path).expect("open");
-            catalog
-                .execute(CatalogCommand::CreateBucket(bucket("b1")))
-                .expect("create");
-            catalog
-                .execute(CatalogCommand::CreateIndex(index("b1", "i1")))
-                .expect("index");
-        }
-        let catalog = RedbCatalog::open(&path).expect("reopen");
-        assert!(catalog.state().index("b1", "i1").is_some());
-        assert!(catalog.state().bucket("b1").is_some());
     }
 }

@@ -2,20 +2,19 @@
 //! transport, and the k-way merge of per-shard results. The merge and the grouping are pure
 //! functions; the async code only carries requests and deadlines.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::try_join_all;
-use parking_lot::RwLock;
 use quiver_node::client::NodeTransport;
 use quiver_proto::{
     merge_top_k, shard_for_key, DistanceMetric, Filter, HashRange, Hit, NodeRequest, NodeResponse,
-    ShardId, ShardSpec, VectorRecord, WriteOp,
+    ShardId, VectorRecord, WriteOp,
 };
 
-use crate::catalog::{IndexRecord, ShardPlacement};
+use crate::catalog::{Catalog, IndexRecord, ShardPlacement};
 use crate::error::ApiError;
 
 /// Deadline of one node RPC.
@@ -23,15 +22,12 @@ pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct DataPlane {
     transport: Arc<dyn NodeTransport>,
-    /// Node id -> QUIC address. The control plane keeps this current.
-    nodes: RwLock<HashMap<String, SocketAddr>>,
+    /// Node addresses and liveness come from here.
+    catalog: Arc<dyn Catalog>,
 }
 
 fn shard_id(index: &IndexRecord, placement: &ShardPlacement) -> ShardId {
-    ShardId {
-        index: index.uid,
-        shard: placement.shard,
-    }
+    index.shard_id(placement)
 }
 
 /// Splits `items` by the shard that owns each item's key, preserving order within a shard.
@@ -69,21 +65,22 @@ pub fn merge_pages(
 }
 
 impl DataPlane {
-    pub fn new(transport: Arc<dyn NodeTransport>) -> Self {
-        DataPlane {
-            transport,
-            nodes: RwLock::new(HashMap::new()),
-        }
+    pub fn new(transport: Arc<dyn NodeTransport>, catalog: Arc<dyn Catalog>) -> Self {
+        DataPlane { transport, catalog }
     }
 
-    pub fn set_node(&self, node: &str, addr: SocketAddr) {
-        self.nodes.write().insert(node.to_owned(), addr);
-    }
-
-    pub fn node_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.nodes.read().keys().cloned().collect();
-        ids.sort();
-        ids
+    /// The address of a node that is up; a retryable 503 for a node that is down or unknown
+    /// (never a silently partial answer).
+    fn node_addr(&self, node: &str) -> Result<SocketAddr, ApiError> {
+        let state = self.catalog.state();
+        let record = state.node(node).filter(|record| record.up);
+        let addr = record.and_then(|record| record.addr.parse().ok());
+        addr.ok_or_else(|| {
+            tracing::warn!(node, "shard's node is down or unknown");
+            ApiError::ServiceUnavailable(
+                "A shard of this index is unavailable; please retry".into(),
+            )
+        })
     }
 
     async fn call(
@@ -92,12 +89,7 @@ impl DataPlane {
         request_id: &str,
         request: NodeRequest,
     ) -> Result<NodeResponse, ApiError> {
-        let addr = self.nodes.read().get(node).copied().ok_or_else(|| {
-            tracing::warn!(node, "no address for node");
-            ApiError::ServiceUnavailable(
-                "A shard of this index is unavailable; please retry".into(),
-            )
-        })?;
+        let addr = self.node_addr(node)?;
         let response = self
             .transport
             .call(addr, request_id, RPC_TIMEOUT, request)
@@ -119,15 +111,8 @@ impl DataPlane {
         index: &IndexRecord,
         request_id: &str,
     ) -> Result<(), ApiError> {
-        let non_filterable = index.non_filterable_keys.clone().unwrap_or_default();
         try_join_all(index.shards.iter().map(|placement| {
-            let spec = ShardSpec {
-                id: shard_id(index, placement),
-                dimension: index.dimension,
-                metric: index.metric,
-                non_filterable_keys: non_filterable.clone(),
-                range: placement.range,
-            };
+            let spec = index.shard_spec(placement);
             self.call(&placement.node, request_id, NodeRequest::CreateShard(spec))
         }))
         .await?;
@@ -135,7 +120,8 @@ impl DataPlane {
     }
 
     /// Drops every shard of a deleted index; failures are logged, not returned (the index is
-    /// already gone from the catalog, so the data is unreachable either way).
+    /// already gone from the catalog, so the data is unreachable either way, and the node drops
+    /// the shard when its next heartbeat no longer lists it).
     pub async fn drop_shards(&self, index: &IndexRecord, request_id: &str) {
         let results = futures::future::join_all(index.shards.iter().map(|placement| {
             self.call(
@@ -146,7 +132,7 @@ impl DataPlane {
         }))
         .await;
         for error in results.into_iter().filter_map(Result::err) {
-            tracing::warn!(index = %index.name, %error, "dropping a shard failed; its data is orphaned");
+            tracing::warn!(index = %index.name, %error, "dropping a shard failed; the node drops it once its assignments no longer list it");
         }
     }
 

@@ -1,24 +1,24 @@
-//! `quiver dev`: one process with a coordinator and a node talking over loopback QUIC with
-//! mutual TLS, exactly as in a cluster. Data under one directory.
+//! `quiver dev`: one process with a coordinator (a single-voter Raft group) and a node that
+//! joins it over loopback QUIC with mutual TLS, exactly as in a cluster. Data under one
+//! directory.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use quiver_node::client::QuicTransport;
 use quiver_node::shard::ShardConfig;
-use quiver_node::supervisor::{NodeLimits, NodeService};
 use quiver_node::tls::ClusterIdentity;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{router, ApiConfig, AppState};
-use crate::auth::{AuthConfig, Authenticator};
-use crate::catalog::{Catalog, RedbCatalog};
-use crate::dataplane::DataPlane;
-use crate::throttle::{RateLimits, Throttle};
-use crate::tokens::{CursorCache, TokenSigner};
-use crate::validate::ArnScope;
+use crate::auth::AuthConfig;
+use crate::cluster::RaftTimings;
+use crate::process::{
+    start_coordinator, start_node, validate_scope, ApiSettings, Bootstrap, CoordinatorSettings,
+    NodeSettings,
+};
+use crate::throttle::RateLimits;
+use crate::tokens::TokenSigner;
 
 /// Documented dev credentials with full access, used when no `--auth-config` is given.
 pub const DEV_ACCESS_KEY_ID: &str = "quiverdev";
@@ -81,18 +81,17 @@ pub struct DevArgs {
     pub faiss_index: String,
 }
 
+/// Raft timing of the single-voter group: elections only happen at start, so keep them short.
+const DEV_RAFT: RaftTimings = RaftTimings {
+    heartbeat_ms: 100,
+    election_timeout_min_ms: 300,
+    election_timeout_max_ms: 600,
+};
+/// How long start-up waits for the embedded node to join.
+const JOIN_WAIT: Duration = Duration::from_secs(30);
+
 pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    if args.account_id.len() != 12 || !args.account_id.chars().all(|c| c.is_ascii_digit()) {
-        anyhow::bail!("--account-id must be 12 digits, got {:?}", args.account_id);
-    }
-    if args.region.is_empty()
-        || !args
-            .region
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
-        anyhow::bail!("--region must look like us-east-1, got {:?}", args.region);
-    }
+    validate_scope(&args.region, &args.account_id)?;
     let auth_config = match &args.auth_config {
         Some(path) => AuthConfig::load(path)?,
         None => {
@@ -107,98 +106,79 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
             AuthConfig::dev(DEV_ACCESS_KEY_ID, DEV_SECRET_ACCESS_KEY)
         }
     };
-    let auth = Authenticator::new(&auth_config, &args.region, &args.account_id)
-        .context("invalid auth configuration")?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
+    if args.data_dir.join("catalog.redb").exists() {
+        anyhow::bail!(
+            "{} was written by an earlier Quiver (catalog.redb, before the Raft control plane); \
+             this version keeps the catalog in raft.redb and cannot read it. Start with a new --data-dir.",
+            args.data_dir.display()
+        );
+    }
     let identity = ClusterIdentity::load_or_create_dev(&args.data_dir.join("tls"))
         .context("setting up the dev cluster CA")?;
-
-    let shard_config = ShardConfig {
-        index_description: args.faiss_index.clone(),
-        ..ShardConfig::default()
-    };
-    let node = NodeService::start(
-        &args.data_dir.join("node"),
-        shard_config,
-        NodeLimits::default(),
-    )
-    .await
-    .context("starting the node")?;
-    let endpoint = quiver_node::server::bind(args.node_listen, &identity)?;
-    let node_addr = endpoint.local_addr().context("node address")?;
-    let node_task = tokio::spawn(quiver_node::server::serve(
-        endpoint,
-        node.clone(),
-        shutdown.clone(),
-    ));
-
-    let transport = QuicTransport::new(&identity)?;
-    let data = DataPlane::new(Arc::new(transport));
-    data.set_node(DEV_NODE_ID, node_addr);
-    let catalog =
-        RedbCatalog::open(&args.data_dir.join("catalog.redb")).context("opening the catalog")?;
-    // Shards left behind by a crash between a catalog change and the node change belong to no
-    // index: remove them before serving.
-    let live_shards: std::collections::HashSet<quiver_proto::ShardId> = {
-        let state = catalog.state();
-        state
-            .buckets()
-            .flat_map(|bucket| state.indexes(&bucket.name))
-            .flat_map(|index| {
-                let uid = index.uid;
-                index
-                    .shards
-                    .iter()
-                    .map(move |placement| quiver_proto::ShardId {
-                        index: uid,
-                        shard: placement.shard,
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    };
-    let orphans = node
-        .retain_shards(|id| live_shards.contains(id))
-        .await
-        .map_err(|e| anyhow::anyhow!("removing orphaned shards: {e}"))?;
-    if !orphans.is_empty() {
-        tracing::warn!(count = orphans.len(), "removed orphaned shards");
-    }
-    let state = Arc::new(AppState {
-        config: ApiConfig {
-            scope: ArnScope {
-                partition: "aws".into(),
-                region: args.region.clone(),
-                account_id: args.account_id.clone(),
-            },
-            shards_per_index: args.shards_per_index.max(2),
-            max_concurrent_requests: args.max_concurrent_requests,
+    // The node and the coordinator share this process: a fresh token each start is enough.
+    let join_token = hex::encode(rand::random::<[u8; 32]>());
+    let coordinator = start_coordinator(
+        CoordinatorSettings {
+            id: 1,
+            http_listen: args.listen,
+            cluster_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: args.data_dir.clone(),
+            join_token: join_token.clone(),
+            bootstrap: Bootstrap::Solo,
+            raft: DEV_RAFT,
+            node_timeout: Duration::from_secs(5),
         },
-        catalog: Arc::new(catalog),
-        data,
-        auth,
-        tokens: TokenSigner::load_or_create(&args.data_dir.join("token.key"))
-            .context("creating the pagination token key")?,
-        cursors: CursorCache::default(),
-        admission: Arc::new(tokio::sync::Semaphore::new(
-            args.max_concurrent_requests.max(1),
-        )),
-        throttle: Throttle::new(RateLimits {
-            write_requests_per_second: args.max_write_requests_per_index,
-            write_vectors_per_second: args.max_write_vectors_per_index,
-            read_requests_per_second: args.max_read_requests_per_index,
-        }),
-    });
-    let listener = tokio::net::TcpListener::bind(args.listen)
+        ApiSettings {
+            region: args.region.clone(),
+            account_id: args.account_id.clone(),
+            auth: auth_config.clone(),
+            shards_per_index: args.shards_per_index,
+            max_concurrent_requests: args.max_concurrent_requests,
+            limits: RateLimits {
+                write_requests_per_second: args.max_write_requests_per_index,
+                write_vectors_per_second: args.max_write_vectors_per_index,
+                read_requests_per_second: args.max_read_requests_per_index,
+            },
+            tokens: TokenSigner::load_or_create(&args.data_dir.join("token.key"))
+                .context("creating the pagination token key")?,
+        },
+        &identity,
+        shutdown.clone(),
+    )
+    .await?;
+    let mut node = start_node(
+        NodeSettings {
+            id: DEV_NODE_ID.into(),
+            listen: args.node_listen,
+            advertise: None,
+            data_dir: args.data_dir.join("node"),
+            coordinators: vec![coordinator.cluster_addr],
+            join_token,
+            heartbeat_interval: Duration::from_millis(500),
+            shard: ShardConfig {
+                index_description: args.faiss_index.clone(),
+                ..ShardConfig::default()
+            },
+            http_listen: None,
+        },
+        &identity,
+        shutdown.clone(),
+    )
+    .await?;
+    tokio::time::timeout(JOIN_WAIT, node.joined.wait_for(|joined| *joined))
         .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let http_addr = listener.local_addr()?;
+        .context("the embedded node did not join the control plane in time")?
+        .context("the embedded node stopped")?;
+    let http_addr = coordinator.http_addr;
+    let node_addr = node.addr;
     let endpoint_url = format!("http://{http_addr}");
     let dev_credentials = args.auth_config.is_none();
     let mut info = serde_json::json!({
         "endpoint": endpoint_url,
         "node_addr": node_addr.to_string(),
+        "cluster_addr": coordinator.cluster_addr.to_string(),
         "region": args.region,
         "account_id": args.account_id,
     });
@@ -228,17 +208,13 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         "\nQuiver dev is ready.\n\n  endpoint           {endpoint_url}\n  region             {region}\n{credentials}  data directory     {data}\n  node (QUIC, mTLS)  {node_addr} ({shards} shards open)\n\nPoint boto3 at it:\n\n  import boto3\n  s3v = boto3.client(\"s3vectors\", endpoint_url=\"{endpoint_url}\", region_name=\"{region}\",\n                     aws_access_key_id=\"{key}\", aws_secret_access_key=\"{secret}\")\n\nEvery request must carry a valid AWS SigV4 signature.\n",
         region = args.region,
         data = args.data_dir.display(),
-        shards = node.shard_count(),
+        shards = node.service.shard_count(),
         key = if dev_credentials { DEV_ACCESS_KEY_ID } else { "<your key>" },
         secret = if dev_credentials { DEV_SECRET_ACCESS_KEY } else { "<your secret>" },
     );
-    let app = router(state);
-    let http_shutdown = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-        .await
-        .context("http server")?;
-    shutdown.cancel();
-    let _ = node_task.await;
+    shutdown.cancelled().await;
+    for task in coordinator.tasks.into_iter().chain(node.tasks) {
+        let _ = task.await;
+    }
     Ok(())
 }

@@ -56,6 +56,11 @@ pub const BUCKET_NOT_FOUND: &str = "The specified vector bucket could not be fou
 pub const INDEX_NOT_FOUND: &str = "The specified index could not be found";
 
 impl ApiError {
+    /// A missing bucket, index or other resource (404).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ApiError::NotFound(_))
+    }
+
     pub fn validation(message: impl Into<String>) -> Self {
         ApiError::Validation {
             message: message.into(),
@@ -179,9 +184,15 @@ impl From<CatalogError> for ApiError {
             CatalogError::TooManyIndexes(limit) => ApiError::ServiceQuotaExceeded(format!(
                 "The maximum number of indexes per vector bucket ({limit}) has been reached"
             )),
-            CatalogError::Storage(e) => {
-                tracing::error!(error = %e, "catalog storage failure");
+            CatalogError::NodeNotFound(node) => {
+                tracing::error!(node, "command names an unregistered node");
                 ApiError::Internal("We encountered an internal error. Please try again.".into())
+            }
+            CatalogError::Unavailable(reason) => {
+                tracing::warn!(%reason, "control plane unavailable");
+                ApiError::ServiceUnavailable(
+                    "The cluster's control plane is unavailable; please retry".into(),
+                )
             }
         }
     }

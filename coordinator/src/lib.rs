@@ -10,14 +10,26 @@
 //! - [`error`]: the S3 Vectors error shapes and the one mapping from internal errors to them.
 //! - [`tokens`]: tamper-proof pagination tokens and the QueryVectors cursor cache.
 //! - [`throttle`]: per-index rate limits (429).
+//! - [`cluster`]: the control plane: openraft over QUIC, node liveness, the admin view.
+//! - [`placement`]: which node gets each shard of a new index.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`config`]: the TOML configuration of `quiver coordinator` and `quiver node`.
+//! - [`process`]: starting a coordinator or a node (shared by every role and by `quiver dev`).
 //! - [`dev`]: `quiver dev`, the embedded single-process cluster.
+//! - [`admin`]: `quiver admin`, the operator's commands over mutual TLS.
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod catalog;
+pub mod cluster;
+pub mod config;
 pub mod dataplane;
 pub mod dev;
 pub mod error;
+pub mod metrics;
+pub mod placement;
+pub mod process;
 pub mod throttle;
 pub mod tokens;
 pub mod validate;

@@ -18,6 +18,20 @@ struct Cli {
 enum Command {
     /// Run an embedded single-process cluster (coordinator + node over loopback QUIC).
     Dev(quiver_coordinator::dev::DevArgs),
+    /// Run a coordinator: the S3 Vectors API and a voter in the control-plane Raft group.
+    Coordinator {
+        /// TOML configuration (template: deploy/coordinator.example.toml).
+        #[arg(long, env = "QUIVER_CONFIG")]
+        config: std::path::PathBuf,
+    },
+    /// Run a storage node that joins the cluster and hosts shards.
+    Node {
+        /// TOML configuration (template: deploy/node.example.toml).
+        #[arg(long, env = "QUIVER_CONFIG")]
+        config: std::path::PathBuf,
+    },
+    /// Operator commands against a running cluster (mutual TLS).
+    Admin(quiver_coordinator::admin::AdminArgs),
     /// Create the cluster CA and certificates for mutual TLS between processes.
     #[command(subcommand)]
     Cert(CertCommand),
@@ -110,6 +124,15 @@ fn main() -> anyhow::Result<()> {
         });
         match cli.command {
             Command::Dev(args) => quiver_coordinator::dev::run(args, shutdown).await,
+            Command::Coordinator { config } => {
+                let config = quiver_coordinator::config::CoordinatorConfig::load(&config)?;
+                quiver_coordinator::process::run_coordinator(config, shutdown).await
+            }
+            Command::Node { config } => {
+                let config = quiver_coordinator::config::NodeConfig::load(&config)?;
+                quiver_coordinator::process::run_node(config, shutdown).await
+            }
+            Command::Admin(args) => quiver_coordinator::admin::run(args).await,
             Command::Cert(_) => Ok(()),
         }
     })

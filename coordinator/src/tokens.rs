@@ -37,6 +37,18 @@ pub struct TokenSigner {
 type HmacSha256 = hmac::Hmac<Sha256>;
 
 impl TokenSigner {
+    /// A key derived from a secret every coordinator of a cluster shares (the join token), so a
+    /// token issued by one coordinator is accepted by the others.
+    pub fn from_shared_secret(secret: &str) -> TokenSigner {
+        use hmac::Mac;
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(b"quiver pagination token key")
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(secret.as_bytes());
+        TokenSigner {
+            key: mac.finalize().into_bytes().into(),
+        }
+    }
+
     /// Loads the token key from `path`, creating it on first start (tokens then survive
     /// restarts).
     pub fn load_or_create(path: &Path) -> std::io::Result<TokenSigner> {

@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 use quiver_proto::{
     decode, encode, Envelope, NodeRequest, NodeResponse, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
+use serde::{de::DeserializeOwned, Serialize};
 
 use crate::tls::{ClusterIdentity, TlsError, CLUSTER_SERVER_NAME};
 
@@ -75,11 +76,11 @@ impl QuicTransport {
         Ok(connection)
     }
 
-    async fn call_once(
+    async fn call_once<Resp: DeserializeOwned>(
         &self,
         addr: SocketAddr,
         bytes: &[u8],
-    ) -> Result<NodeResponse, TransportError> {
+    ) -> Result<Resp, TransportError> {
         let connection = self.connection(addr).await?;
         let protocol = |reason: String| TransportError::Protocol { addr, reason };
         let (mut send, mut recv) =
@@ -98,7 +99,7 @@ impl QuicTransport {
             .read_to_end(MAX_FRAME_BYTES)
             .await
             .map_err(|e| protocol(e.to_string()))?;
-        let envelope = decode::<NodeResponse>(&response).map_err(|e| protocol(e.to_string()))?;
+        let envelope = decode::<Resp>(&response).map_err(|e| protocol(e.to_string()))?;
         if envelope.version != PROTOCOL_VERSION {
             return Err(protocol(format!(
                 "node speaks protocol {}",
@@ -109,14 +110,20 @@ impl QuicTransport {
     }
 }
 
-impl NodeTransport for std::sync::Arc<QuicTransport> {
-    fn call(
-        &self,
+impl QuicTransport {
+    /// One request/response exchange of any message types over one stream, bounded by
+    /// `timeout` (the receiver sees the same deadline).
+    pub fn rpc<Req, Resp>(
+        self: &std::sync::Arc<Self>,
         addr: SocketAddr,
         request_id: &str,
         timeout: Duration,
-        request: NodeRequest,
-    ) -> BoxFuture<'static, Result<NodeResponse, TransportError>> {
+        request: Req,
+    ) -> BoxFuture<'static, Result<Resp, TransportError>>
+    where
+        Req: Serialize + Send + 'static,
+        Resp: DeserializeOwned + Send + 'static,
+    {
         let this = self.clone();
         let deadline_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -138,5 +145,17 @@ impl NodeTransport for std::sync::Arc<QuicTransport> {
                 Err(_) => Err(TransportError::Timeout { addr }),
             }
         })
+    }
+}
+
+impl NodeTransport for std::sync::Arc<QuicTransport> {
+    fn call(
+        &self,
+        addr: SocketAddr,
+        request_id: &str,
+        timeout: Duration,
+        request: NodeRequest,
+    ) -> BoxFuture<'static, Result<NodeResponse, TransportError>> {
+        self.rpc(addr, request_id, timeout, request)
     }
 }

@@ -1,7 +1,8 @@
 //! The Quiver node: hosts shards and answers the RPCs of [`quiver_proto::NodeRequest`].
 //!
 //! Layers, from the wire inwards:
-//! - [`server`]: the QUIC accept loop (mutual TLS), one bidirectional stream per request, admission
+//! - [`agent`]: heartbeats to the control plane; creates and drops shards as it assigns them.
+//! - [`server`]: the QUIC accept loop shared by every process (mutual TLS), one bidirectional stream per request, admission
 //!   control, deadlines.
 //! - [`supervisor`]: one ractor actor per shard under a supervisor that restarts failed shards.
 //! - [`shard`]: the shard state machine (apply write batches, get, list, search).
@@ -10,6 +11,7 @@
 //! - [`distance`]: exact distance kernels (vectorizable).
 //! - [`filter_index`]: the in-memory metadata filter index (roaring bitmaps).
 
+pub mod agent;
 pub mod client;
 pub mod distance;
 pub mod filter_index;

@@ -1,17 +1,20 @@
-//! The node's QUIC server: mutual TLS, one bidirectional stream per request.
+//! The QUIC RPC server of every Quiver process: mutual TLS, one bidirectional stream per request.
 //!
 //! A stream carries one postcard [`Envelope`] each way. The request is read to its end with a size
-//! limit; whatever the bytes, the answer is a [`NodeResponse`] (an error for garbage) and the node
-//! keeps serving.
+//! limit; whatever the bytes, the answer is a response (an error for garbage) and the process
+//! keeps serving. What a request means is up to the [`RpcService`]: the node serves
+//! [`NodeRequest`]s, a coordinator serves control-plane requests with the same code.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures::future::BoxFuture;
 use quiver_proto::{
     decode, encode, Envelope, NodeError, NodeRequest, NodeResponse, MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
 };
+use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -42,16 +45,54 @@ pub enum ServerError {
     },
 }
 
-/// Binds the node's QUIC endpoint.
+/// What a QUIC server does with the requests it decodes.
+pub trait RpcService: Send + Sync + 'static {
+    type Request: DeserializeOwned + Send + 'static;
+    type Response: Serialize + Send + 'static;
+    /// A short name of the request for logs.
+    fn kind(request: &Self::Request) -> &'static str;
+    /// The answer to a request refused before reaching [`RpcService::handle`].
+    fn reject(error: NodeError) -> Self::Response;
+    /// Whether a response reports a failure (logged at debug level).
+    fn is_error(response: &Self::Response) -> bool;
+    fn handle(
+        self: Arc<Self>,
+        request: Self::Request,
+        deadline: Instant,
+    ) -> BoxFuture<'static, Self::Response>;
+}
+
+impl RpcService for NodeService {
+    type Request = NodeRequest;
+    type Response = NodeResponse;
+    fn kind(request: &NodeRequest) -> &'static str {
+        request.kind()
+    }
+    fn reject(error: NodeError) -> NodeResponse {
+        NodeResponse::Error(error)
+    }
+    fn is_error(response: &NodeResponse) -> bool {
+        matches!(response, NodeResponse::Error(_))
+    }
+    fn handle(
+        self: Arc<Self>,
+        request: NodeRequest,
+        deadline: Instant,
+    ) -> BoxFuture<'static, NodeResponse> {
+        Box::pin(async move { NodeService::handle(&self, request, deadline).await })
+    }
+}
+
+/// Binds a QUIC server endpoint (it can also make outgoing connections).
 pub fn bind(addr: SocketAddr, identity: &ClusterIdentity) -> Result<quinn::Endpoint, ServerError> {
     let config = identity.quic_server_config()?;
     quinn::Endpoint::server(config, addr).map_err(|source| ServerError::Bind { addr, source })
 }
 
 /// Accepts connections until `shutdown` fires, then closes the endpoint.
-pub async fn serve(
+pub async fn serve<S: RpcService>(
     endpoint: quinn::Endpoint,
-    service: Arc<NodeService>,
+    service: Arc<S>,
     shutdown: CancellationToken,
 ) {
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -81,9 +122,9 @@ pub async fn serve(
     endpoint.close(0u32.into(), b"shutdown");
 }
 
-async fn serve_connection(
+async fn serve_connection<S: RpcService>(
     connection: quinn::Connection,
-    service: Arc<NodeService>,
+    service: Arc<S>,
     budget: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) {
@@ -135,10 +176,10 @@ async fn read_request(
     Ok((bytes, held))
 }
 
-async fn serve_stream(
+async fn serve_stream<S: RpcService>(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
-    service: Arc<NodeService>,
+    service: Arc<S>,
     budget: Arc<Semaphore>,
 ) {
     let (bytes, _budget) =
@@ -154,14 +195,14 @@ async fn serve_stream(
                 return;
             }
         };
-    let (request_id, response) = match decode::<NodeRequest>(&bytes) {
+    let (request_id, response) = match decode::<S::Request>(&bytes) {
         Err(error) => (
             String::new(),
-            NodeResponse::Error(NodeError::Malformed(error.to_string())),
+            S::reject(NodeError::Malformed(error.to_string())),
         ),
         Ok(envelope) if envelope.version != PROTOCOL_VERSION => (
             envelope.request_id,
-            NodeResponse::Error(NodeError::ProtocolVersion {
+            S::reject(NodeError::ProtocolVersion {
                 got: envelope.version,
                 supported: PROTOCOL_VERSION,
             }),
@@ -174,7 +215,7 @@ async fn serve_stream(
             let span = tracing::info_span!(
                 "rpc",
                 request_id = %envelope.request_id,
-                kind = envelope.body.kind()
+                kind = S::kind(&envelope.body)
             );
             let response = service
                 .handle(envelope.body, deadline)
@@ -183,8 +224,8 @@ async fn serve_stream(
             (envelope.request_id, response)
         }
     };
-    if let NodeResponse::Error(error) = &response {
-        tracing::debug!(%request_id, %error, "rpc failed");
+    if S::is_error(&response) {
+        tracing::debug!(%request_id, "rpc failed");
     }
     let envelope = Envelope {
         version: PROTOCOL_VERSION,
@@ -196,10 +237,10 @@ async fn serve_stream(
         Ok(bytes) => bytes,
         Err(error) => {
             let fallback = Envelope {
-                body: NodeResponse::Error(NodeError::Storage(format!(
-                    "response too large: {error}"
-                ))),
-                ..envelope
+                body: S::reject(NodeError::Storage(format!("response too large: {error}"))),
+                version: envelope.version,
+                request_id: envelope.request_id,
+                deadline_unix_ms: 0,
             };
             match encode(&fallback) {
                 Ok(bytes) => bytes,

@@ -290,7 +290,22 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SupervisorMsg::Start(spec, reply) => {
-                let result = state.spawn_shard(&myself, spec, 0).await;
+                // Starts are serialized here: a second start of the same shard (a create RPC
+                // racing the node's own reconciliation) finds the first one's entry.
+                let existing = state
+                    .registry
+                    .shards
+                    .read()
+                    .get(&spec.id)
+                    .map(|(existing, _)| existing.clone());
+                let result = match existing {
+                    None => state.spawn_shard(&myself, spec, 0).await,
+                    Some(existing) if existing == spec => Ok(()),
+                    Some(_) => Err(NodeError::InvalidRequest(format!(
+                        "shard {} exists with another spec",
+                        spec.id
+                    ))),
+                };
                 let _ = reply.send(result);
             }
             SupervisorMsg::Restart(id, restarts) => {
@@ -369,6 +384,15 @@ pub struct NodeService {
     registry: Arc<Registry>,
     supervisor: ActorRef<SupervisorMsg>,
     admission: Semaphore,
+    /// When each hosted shard was opened by this process (see [`NodeService::reconcile`]).
+    opened_at: parking_lot::Mutex<HashMap<ShardId, Instant>>,
+}
+
+/// What [`NodeService::reconcile`] changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    pub created: Vec<ShardId>,
+    pub dropped: Vec<ShardId>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -408,6 +432,7 @@ impl NodeService {
             registry,
             supervisor,
             admission: Semaphore::new(limits.max_in_flight),
+            opened_at: parking_lot::Mutex::new(HashMap::new()),
         });
         // Shards dropped just before a crash may still sit in the trash.
         let _ = std::fs::remove_dir_all(data_dir.join("trash"));
@@ -449,42 +474,56 @@ impl NodeService {
         ids
     }
 
-    /// Drops every hosted shard for which `keep` is false (shards no index refers to any more,
-    /// left by a crash between a catalog change and the shard change). Returns the dropped ids.
-    pub async fn retain_shards(
+    /// Makes the hosted shards match `assigned`, the control plane's list for this node as read
+    /// at or after `asked_at`: creates the missing ones and drops the ones not listed.
+    ///
+    /// A shard opened after `asked_at` is never dropped: the list may predate it (a coordinator
+    /// creates a new index's shards right after committing the index, while an older answer may
+    /// still be in flight). Because indexes are committed before their shards are created, a
+    /// list read after a shard was opened names it unless its index was deleted.
+    pub async fn reconcile(
         &self,
-        keep: impl Fn(&ShardId) -> bool,
-    ) -> Result<Vec<ShardId>, NodeError> {
-        let orphans: Vec<ShardId> = self
-            .shard_ids()
-            .into_iter()
-            .filter(|id| !keep(id))
-            .collect();
-        for id in &orphans {
-            tracing::warn!(shard = %id, "dropping a shard that no index refers to");
-            self.drop_shard(*id).await?;
+        assigned: Vec<ShardSpec>,
+        asked_at: Instant,
+    ) -> Result<Reconciled, NodeError> {
+        let wanted: std::collections::HashSet<ShardId> = assigned.iter().map(|s| s.id).collect();
+        let mut changes = Reconciled::default();
+        for id in self.shard_ids() {
+            let opened = self.opened_at.lock().get(&id).copied();
+            let stale_list = opened.is_some_and(|opened| opened > asked_at);
+            if !wanted.contains(&id) && !stale_list {
+                tracing::warn!(shard = %id, "dropping a shard the control plane no longer assigns here");
+                self.drop_shard(id).await?;
+                changes.dropped.push(id);
+            }
         }
-        Ok(orphans)
+        let hosted: std::collections::HashSet<ShardId> = self.shard_ids().into_iter().collect();
+        for spec in assigned {
+            if !hosted.contains(&spec.id) {
+                let id = spec.id;
+                tracing::info!(shard = %id, "creating a shard the control plane assigns here");
+                self.create_shard(spec).await?;
+                changes.created.push(id);
+            }
+        }
+        Ok(changes)
     }
 
     async fn create_shard(&self, spec: ShardSpec) -> Result<(), NodeError> {
-        if let Some((existing, _)) = self.registry.shards.read().get(&spec.id) {
-            return if *existing == spec {
-                Ok(())
-            } else {
-                Err(NodeError::InvalidRequest(format!(
-                    "shard {} exists with another spec",
-                    spec.id
-                )))
-            };
-        }
+        let id = spec.id;
         match ractor::call!(self.supervisor, SupervisorMsg::Start, spec) {
-            Ok(result) => result,
+            Ok(result) => {
+                if result.is_ok() {
+                    self.opened_at.lock().entry(id).or_insert_with(Instant::now);
+                }
+                result
+            }
             Err(e) => Err(NodeError::Storage(format!("supervisor unavailable: {e}"))),
         }
     }
 
     async fn drop_shard(&self, id: ShardId) -> Result<(), NodeError> {
+        self.opened_at.lock().remove(&id);
         let removed = self.registry.shards.write().remove(&id);
         if let Some((_, ShardSlot::Ready { actor, .. })) = removed {
             let _ = actor

@@ -157,6 +157,12 @@ impl GeneratedCa {
     }
 }
 
+/// Keep-alive on every cluster connection, well inside [`IDLE_TIMEOUT_MS`].
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(1);
+/// A peer silent this long (killed, partitioned) has its connection closed, so calls to it fail
+/// fast instead of waiting for their deadline.
+const IDLE_TIMEOUT_MS: u32 = 4_000;
+
 impl ClusterIdentity {
     pub fn from_pem(ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsError> {
         let pem_err = |what: &str, e: rustls::pki_types::pem::Error| TlsError::Pem {
@@ -239,7 +245,8 @@ impl ClusterIdentity {
         transport
             .max_concurrent_bidi_streams(1024u32.into())
             .max_concurrent_uni_streams(0u32.into())
-            .keep_alive_interval(Some(std::time::Duration::from_secs(5)));
+            .keep_alive_interval(Some(KEEP_ALIVE))
+            .max_idle_timeout(Some(quinn::VarInt::from_u32(IDLE_TIMEOUT_MS).into()));
         config.transport_config(Arc::new(transport));
         Ok(config)
     }
@@ -256,7 +263,8 @@ impl ClusterIdentity {
         let mut transport = quinn::TransportConfig::default();
         transport
             .max_concurrent_bidi_streams(0u32.into())
-            .keep_alive_interval(Some(std::time::Duration::from_secs(5)));
+            .keep_alive_interval(Some(KEEP_ALIVE))
+            .max_idle_timeout(Some(quinn::VarInt::from_u32(IDLE_TIMEOUT_MS).into()));
         config.transport_config(Arc::new(transport));
         Ok(config)
     }

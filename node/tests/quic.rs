@@ -1168,10 +1168,12 @@ async fn random_udp_datagrams_do_not_disturb_the_node() {
     assert_eq!(write_marker(&transport, addr, "marker").await, 2);
 }
 
-/// Shards no index refers to are dropped by `retain_shards`, data directory included, and the
-/// ones kept keep serving.
+/// Reconciling with the control plane's list drops the shards it no longer names (data
+/// directory included) and creates the missing ones; the ones kept keep serving, and a shard
+/// opened after the list was asked for is never dropped by it.
 #[tokio::test]
-async fn retain_shards_drops_only_the_orphans() {
+async fn reconcile_follows_the_assignment_list() {
+    let asked_at = std::time::Instant::now();
     let node = start_node().await;
     let transport = QuicTransport::new(&node.identity).expect("transport");
     let ids: Vec<ShardId> = (0..3)
@@ -1199,14 +1201,28 @@ async fn retain_shards_drops_only_the_orphans() {
     let shards_dir = node.dir.path().join("data").join("shards");
     assert_eq!(std::fs::read_dir(&shards_dir).expect("dir").count(), 3);
     let keep = ids[1];
-    let dropped = node
+    let spec_of = |id: ShardId| ShardSpec { id, ..shard_spec() };
+    // A list asked for before the shards were opened may predate them: nothing is dropped.
+    let changes = node
         .service
-        .retain_shards(|id| *id == keep)
+        .reconcile(vec![spec_of(keep)], asked_at)
         .await
-        .expect("retain");
-    assert_eq!(dropped, vec![ids[0], ids[2]]);
-    assert_eq!(node.service.shard_ids(), vec![keep]);
-    assert_eq!(std::fs::read_dir(&shards_dir).expect("dir").count(), 1);
+        .expect("reconcile");
+    assert!(changes.dropped.is_empty());
+    assert_eq!(node.service.shard_ids().len(), 3);
+    let new = ShardId {
+        index: IndexUid(0x5eee),
+        shard: 0,
+    };
+    let changes = node
+        .service
+        .reconcile(vec![spec_of(keep), spec_of(new)], std::time::Instant::now())
+        .await
+        .expect("reconcile");
+    assert_eq!(changes.dropped, vec![ids[0], ids[2]]);
+    assert_eq!(changes.created, vec![new]);
+    assert_eq!(node.service.shard_ids(), vec![keep, new]);
+    assert_eq!(std::fs::read_dir(&shards_dir).expect("dir").count(), 2);
     let response = transport
         .call(
             node.addr,

@@ -7,6 +7,7 @@
 #   QUIVER_BIN            server binary (default $HOME/.cache/quiver/target/debug/quiver)
 #   QUIVER_VENV           virtualenv location (default $HOME/.cache/quiver/venv)
 #   QUIVER_RECALL_REPORT  if set, test_recall.py writes its recall table there
+#   QUIVER_TESTS          test directory (default tests/api; tests/cluster for the cluster test)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -30,4 +31,4 @@ if [ "$want" != "$have" ]; then
 fi
 
 cd "$repo_root"
-exec "$venv/bin/python" -m pytest tests/api -q -x --durations=10 "$@"
+exec "$venv/bin/python" -m pytest "${QUIVER_TESTS:-tests/api}" -q -x --durations=10 "$@"

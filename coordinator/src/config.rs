@@ -1,0 +1,360 @@
+//! Configuration files of `quiver coordinator` and `quiver node`: one TOML file per role
+//! (commented templates in `deploy/`), overridden by `QUIVER_*` environment variables
+//! (`QUIVER_HTTP_LISTEN`, `QUIVER_TLS__DIR` for a key in a table), validated at start.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+use crate::cluster::types::CoordinatorNode;
+use crate::cluster::RaftTimings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    Missing(String),
+    #[error("invalid configuration in {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// Where a process finds its certificate: `DIR/ca.pem`, `DIR/NAME.pem`, `DIR/NAME.key`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub dir: PathBuf,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    pub id: u64,
+    pub cluster_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_account_id() -> String {
+    "123456789012".into()
+}
+fn default_shards_per_index() -> u32 {
+    6
+}
+fn default_max_concurrent_requests() -> usize {
+    256
+}
+fn default_write_requests() -> u32 {
+    1_000
+}
+fn default_write_vectors() -> u32 {
+    2_500
+}
+fn default_heartbeat_ms() -> u64 {
+    250
+}
+fn default_election_min_ms() -> u64 {
+    1_000
+}
+fn default_election_max_ms() -> u64 {
+    2_000
+}
+fn default_node_timeout_ms() -> u64 {
+    3_000
+}
+fn default_node_heartbeat_ms() -> u64 {
+    500
+}
+fn default_faiss_index() -> String {
+    quiver_node::vector_index::DEFAULT_INDEX_DESCRIPTION.into()
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    pub id: u64,
+    pub http_listen: SocketAddr,
+    pub cluster_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub join_token: String,
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub initial_members: Vec<MemberConfig>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default = "default_account_id")]
+    pub account_id: String,
+    #[serde(default)]
+    pub auth_config: Option<PathBuf>,
+    #[serde(default)]
+    pub allow_dev_credentials: bool,
+    #[serde(default = "default_shards_per_index")]
+    pub shards_per_index: u32,
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+    #[serde(default = "default_write_requests")]
+    pub max_write_requests_per_index: u32,
+    #[serde(default = "default_write_vectors")]
+    pub max_write_vectors_per_index: u32,
+    #[serde(default)]
+    pub max_read_requests_per_index: u32,
+    #[serde(default = "default_heartbeat_ms")]
+    pub raft_heartbeat_ms: u64,
+    #[serde(default = "default_election_min_ms")]
+    pub raft_election_timeout_min_ms: u64,
+    #[serde(default = "default_election_max_ms")]
+    pub raft_election_timeout_max_ms: u64,
+    #[serde(default = "default_node_timeout_ms")]
+    pub node_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub id: String,
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub advertise: Option<SocketAddr>,
+    #[serde(default)]
+    pub http_listen: Option<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub coordinators: Vec<SocketAddr>,
+    pub join_token: String,
+    pub tls: TlsConfig,
+    #[serde(default = "default_node_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    #[serde(default = "default_faiss_index")]
+    pub faiss_index: String,
+}
+
+/// Environment variables that map to keys of `T`'s file: `QUIVER_<KEY>`, `QUIVER_TLS__DIR`.
+fn load<T: serde::de::DeserializeOwned>(path: &Path, keys: &[&str]) -> Result<T, ConfigError> {
+    if !path.exists() {
+        return Err(ConfigError::Missing(path.display().to_string()));
+    }
+    let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    let env = Env::prefixed("QUIVER_")
+        .filter(move |key| {
+            keys.iter()
+                .any(|k| k.as_str() == key.as_str().to_lowercase())
+        })
+        .split("__");
+    Figment::from(Toml::file(path))
+        .merge(env)
+        .extract()
+        .map_err(|e| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+}
+
+fn invalid(path: &Path, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+impl CoordinatorConfig {
+    pub const ENV_KEYS: &'static [&'static str] = &[
+        "id",
+        "http_listen",
+        "cluster_listen",
+        "data_dir",
+        "join_token",
+        "tls__dir",
+        "tls__name",
+        "region",
+        "account_id",
+        "auth_config",
+        "allow_dev_credentials",
+        "shards_per_index",
+        "max_concurrent_requests",
+        "max_write_requests_per_index",
+        "max_write_vectors_per_index",
+        "max_read_requests_per_index",
+        "raft_heartbeat_ms",
+        "raft_election_timeout_min_ms",
+        "raft_election_timeout_max_ms",
+        "node_timeout_ms",
+    ];
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let config: Self = load(path, Self::ENV_KEYS)?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        if self.id == 0 {
+            return Err(invalid(path, "id must be a positive integer"));
+        }
+        if self.join_token.len() < 16 {
+            return Err(invalid(path, "join_token must be at least 16 characters"));
+        }
+        if self.cluster_listen.ip().is_unspecified() {
+            return Err(invalid(
+                path,
+                "cluster_listen must be the address other coordinators reach this one at, not a wildcard",
+            ));
+        }
+        if !self.initial_members.is_empty() && !self.initial_members.iter().any(|m| m.id == self.id)
+        {
+            return Err(invalid(
+                path,
+                "initial_members must include this coordinator (or be empty to join an existing group)",
+            ));
+        }
+        if self.raft_election_timeout_min_ms <= self.raft_heartbeat_ms
+            || self.raft_election_timeout_max_ms <= self.raft_election_timeout_min_ms
+        {
+            return Err(invalid(
+                path,
+                "need raft_heartbeat_ms < raft_election_timeout_min_ms < raft_election_timeout_max_ms",
+            ));
+        }
+        if self.node_timeout_ms < 1_000 {
+            return Err(invalid(path, "node_timeout_ms must be at least 1000"));
+        }
+        crate::process::validate_scope(&self.region, &self.account_id)
+            .map_err(|e| invalid(path, e.to_string()))
+    }
+
+    pub fn members(&self) -> BTreeMap<u64, CoordinatorNode> {
+        self.initial_members
+            .iter()
+            .map(|m| {
+                (
+                    m.id,
+                    CoordinatorNode {
+                        cluster_addr: m.cluster_addr.to_string(),
+                        http_addr: m.http_addr.to_string(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    pub fn raft_timings(&self) -> RaftTimings {
+        RaftTimings {
+            heartbeat_ms: self.raft_heartbeat_ms,
+            election_timeout_min_ms: self.raft_election_timeout_min_ms,
+            election_timeout_max_ms: self.raft_election_timeout_max_ms,
+        }
+    }
+
+    pub fn node_timeout(&self) -> Duration {
+        Duration::from_millis(self.node_timeout_ms)
+    }
+}
+
+impl NodeConfig {
+    pub const ENV_KEYS: &'static [&'static str] = &[
+        "id",
+        "listen",
+        "advertise",
+        "http_listen",
+        "data_dir",
+        "coordinators",
+        "join_token",
+        "tls__dir",
+        "tls__name",
+        "heartbeat_ms",
+        "faiss_index",
+    ];
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let config: Self = load(path, Self::ENV_KEYS)?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let valid_id = !self.id.is_empty()
+            && self.id.len() <= 64
+            && self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid_id {
+            return Err(invalid(path, "id must be 1-64 characters [A-Za-z0-9._-]"));
+        }
+        if self.coordinators.is_empty() {
+            return Err(invalid(
+                path,
+                "coordinators must list at least one coordinator",
+            ));
+        }
+        if self.join_token.len() < 16 {
+            return Err(invalid(path, "join_token must be at least 16 characters"));
+        }
+        if self.advertise.is_none() && self.listen.ip().is_unspecified() {
+            return Err(invalid(
+                path,
+                "listen is a wildcard address: set advertise to the address coordinators reach this node at",
+            ));
+        }
+        if !(100..=10_000).contains(&self.heartbeat_ms) {
+            return Err(invalid(path, "heartbeat_ms must be between 100 and 10000"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy")
+            .join(name)
+    }
+
+    #[test]
+    fn the_templates_parse_and_validate() {
+        let coordinator = CoordinatorConfig::load(&template("coordinator.example.toml"))
+            .expect("coordinator template");
+        assert_eq!(coordinator.id, 1);
+        assert_eq!(coordinator.initial_members.len(), 3);
+        let node = NodeConfig::load(&template("node.example.toml")).expect("node template");
+        assert_eq!(node.coordinators.len(), 3);
+    }
+
+    #[test]
+    fn bad_configs_get_clear_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        let base = std::fs::read_to_string(template("coordinator.example.toml")).expect("read");
+        std::fs::write(&path, format!("{base}\nunknown_key = 1\n")).expect("write");
+        let error = CoordinatorConfig::load(&path).expect_err("unknown key");
+        assert!(error.to_string().contains("unknown_key"), "{error}");
+        std::fs::write(&path, base.replace("id = 1", "id = 0")).expect("write");
+        let error = CoordinatorConfig::load(&path).expect_err("id 0");
+        assert!(error.to_string().contains("positive"), "{error}");
+        assert!(matches!(
+            NodeConfig::load(&dir.path().join("absent.toml")),
+            Err(ConfigError::Missing(_))
+        ));
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's test harness decides the closure's type
+    fn environment_overrides_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("QUIVER_HTTP_LISTEN", "127.0.0.1:9999");
+            jail.set_env("QUIVER_TLS__NAME", "from-env");
+            let config = CoordinatorConfig::load(&template("coordinator.example.toml"))
+                .map_err(|e| e.to_string())?;
+            assert_eq!(config.http_listen.port(), 9999);
+            assert_eq!(config.tls.name, "from-env");
+            Ok(())
+        });
+    }
+}

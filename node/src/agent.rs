@@ -1,0 +1,115 @@
+//! The node's side of cluster membership: a heartbeat loop that registers the node with the
+//! control plane, keeps it marked live, and reconciles the hosted shards with the assignments
+//! each heartbeat answer carries.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quiver_proto::{ControlRequest, ControlResponse, NodeHello};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::QuicTransport;
+use crate::supervisor::NodeService;
+
+/// Deadline of one heartbeat exchange.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How many `NotLeader` redirects one heartbeat follows before waiting for the next tick.
+const MAX_REDIRECTS: usize = 3;
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_id: String,
+    /// The address coordinators reach this node at.
+    pub advertise: SocketAddr,
+    /// QUIC addresses of the coordinators (any of them; the leader is found by redirects).
+    pub coordinators: Vec<SocketAddr>,
+    pub join_token: String,
+    pub interval: Duration,
+}
+
+/// Heartbeats until `shutdown`. `joined` turns true after the first answer with assignments.
+pub async fn run(
+    service: Arc<NodeService>,
+    transport: Arc<QuicTransport>,
+    config: AgentConfig,
+    joined: watch::Sender<bool>,
+    shutdown: CancellationToken,
+) {
+    let mut next = 0usize;
+    let mut leader: Option<SocketAddr> = None;
+    let mut ticker = tokio::time::interval(config.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        if config.coordinators.is_empty() {
+            tracing::error!("no coordinators configured");
+            continue;
+        }
+        let hello = NodeHello {
+            node_id: config.node_id.clone(),
+            addr: config.advertise.to_string(),
+            join_token: config.join_token.clone(),
+            shard_count: u32::try_from(service.shard_count()).unwrap_or(u32::MAX),
+        };
+        for _ in 0..=MAX_REDIRECTS {
+            let target = leader.unwrap_or(config.coordinators[next % config.coordinators.len()]);
+            let asked_at = Instant::now();
+            let answer = transport
+                .rpc::<_, ControlResponse>(
+                    target,
+                    "heartbeat",
+                    HEARTBEAT_TIMEOUT,
+                    ControlRequest::Heartbeat(hello.clone()),
+                )
+                .await;
+            match answer {
+                Ok(ControlResponse::Assignments { shards }) => {
+                    leader = Some(target);
+                    match service.reconcile(shards, asked_at).await {
+                        Ok(changes) => {
+                            if !changes.created.is_empty() || !changes.dropped.is_empty() {
+                                tracing::info!(
+                                    ?changes,
+                                    "shards reconciled with the control plane"
+                                );
+                            }
+                            joined.send_replace(true);
+                        }
+                        Err(error) => tracing::warn!(%error, "reconciling shards failed"),
+                    }
+                    break;
+                }
+                Ok(ControlResponse::NotLeader { leader: hint }) => {
+                    leader = hint.and_then(|h| h.parse().ok());
+                    if leader.is_none() {
+                        next += 1;
+                        break;
+                    }
+                }
+                Ok(ControlResponse::Unauthorized) => {
+                    tracing::error!(coordinator = %target, "the coordinator refused our join token");
+                    leader = None;
+                    next += 1;
+                    break;
+                }
+                Ok(other) => {
+                    tracing::debug!(coordinator = %target, ?other, "heartbeat not accepted");
+                    leader = None;
+                    next += 1;
+                    break;
+                }
+                Err(error) => {
+                    tracing::debug!(coordinator = %target, %error, "heartbeat failed");
+                    leader = None;
+                    next += 1;
+                    break;
+                }
+            }
+        }
+    }
+}

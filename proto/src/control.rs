@@ -1,0 +1,54 @@
+//! Requests a coordinator serves on its QUIC endpoint: node heartbeats (which also register a
+//! node and carry back its shard assignments) and coordinator-to-coordinator traffic (Raft,
+//! forwarded writes, read barriers, admin), which the coordinator encodes itself so that this
+//! crate stays free of Raft types.
+
+use serde::{Deserialize, Serialize};
+
+use crate::messages::{NodeError, ShardSpec};
+
+/// What a node says about itself every heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeHello {
+    /// Stable node id from the node's config (shard maps refer to it).
+    pub node_id: String,
+    /// The QUIC address coordinators reach this node at.
+    pub addr: String,
+    /// The cluster's join token: a shared secret on top of mutual TLS.
+    pub join_token: String,
+    /// Shards the node hosts right now (for the operator's view).
+    pub shard_count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControlRequest {
+    /// A node's heartbeat; the first one registers the node. Only the Raft leader answers it.
+    Heartbeat(NodeHello),
+    /// Coordinator-to-coordinator message, opaque here.
+    Peer(Vec<u8>),
+}
+
+impl ControlRequest {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ControlRequest::Heartbeat(_) => "heartbeat",
+            ControlRequest::Peer(_) => "peer",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControlResponse {
+    /// Every shard the node should host, read linearizably from the control plane.
+    Assignments { shards: Vec<ShardSpec> },
+    /// This coordinator is not the leader; try the leader's QUIC address if known.
+    NotLeader { leader: Option<String> },
+    /// Answer to a [`ControlRequest::Peer`].
+    Peer(Vec<u8>),
+    /// The join token did not match.
+    Unauthorized,
+    /// The request could not be served (no leader yet, storage failure): retry later.
+    Unavailable(String),
+    /// The request bytes were refused before reaching a handler.
+    Rejected(NodeError),
+}

@@ -1,0 +1,272 @@
+"""A real multi-process cluster: 3 coordinators and 3 nodes started by scripts/cluster.py.
+
+One scenario, in order (each step builds on the previous one):
+  1. an index created through coordinator 1, written through coordinator 2, queried through
+     coordinator 3 (read-after-write), its 12 shards 4 per node;
+  2. kill -9 of the Raft leader: a new leader within 10 s, control-plane and data operations
+     work, the killed coordinator restarts and catches up;
+  3. kill -9 of a node: queries touching its shards get a retryable 503, an index created
+     meanwhile (on the live nodes) works, and after the node restarts every acknowledged write
+     is there;
+  4. a whole-cluster kill -9 and restart loses nothing;
+  5. a node and a coordinator with certificates from another CA cannot join.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+import cluster as local_cluster  # noqa: E402
+
+DEBUG_BIN = Path.home() / ".cache" / "quiver" / "target" / "debug" / "quiver"
+DIM = 16
+# Ports away from `make cluster`'s defaults, so a developer's cluster can keep running.
+HTTP_BASE, CLUSTER_BASE, NODE_BASE, NODE_HTTP_BASE = 18277, 17277, 17301, 19301
+
+
+def client(endpoint: str, retries: int = 1):
+    return boto3.client(
+        "s3vectors",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="quiverdev",
+        aws_secret_access_key="quiverdevsecret",
+        config=Config(retries={"total_max_attempts": retries, "mode": "standard"},
+                      connect_timeout=5, read_timeout=30),
+    )
+
+
+def vectors(prefix: str, n: int, seed: int) -> dict[str, list[float]]:
+    rng = np.random.default_rng(seed)
+    data = rng.normal(size=(n, DIM)).astype(np.float32)
+    return {f"{prefix}-{i}": [float(x) for x in row] for i, row in enumerate(data)}
+
+
+def put_all(s3v, bucket: str, index: str, data: dict[str, list[float]]) -> None:
+    items = list(data.items())
+    for start in range(0, len(items), 100):
+        s3v.put_vectors(
+            vectorBucketName=bucket, indexName=index,
+            vectors=[{"key": k, "data": {"float32": v}, "metadata": {"n": i}}
+                     for i, (k, v) in enumerate(items[start:start + 100], start)],
+        )
+
+
+def get_keys(s3v, bucket: str, index: str, keys: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(keys), 100):
+        out = s3v.get_vectors(vectorBucketName=bucket, indexName=index, keys=keys[start:start + 100])
+        found.update(v["key"] for v in out["vectors"])
+    return found
+
+
+def status(c: local_cluster.Cluster, coordinator: int = 1) -> dict:
+    return json.loads(c.admin("status", "--json", coordinator=coordinator))
+
+
+def wait_for(what: str, check, timeout: float):
+    deadline = time.time() + timeout
+    last_error = None
+    while time.time() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as e:  # noqa: BLE001 - the check is retried until the deadline
+            last_error = e
+        time.sleep(0.2)
+    raise AssertionError(f"{what} did not happen within {timeout}s (last error: {last_error})")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    binary = os.environ.get("QUIVER_BIN", str(DEBUG_BIN))
+    c = local_cluster.Cluster(
+        tmp_path_factory.mktemp("cluster"), binary=binary, http_base=HTTP_BASE,
+        cluster_base=CLUSTER_BASE, node_base=NODE_BASE, node_http_base=NODE_HTTP_BASE,
+        shards_per_index=12,
+    )
+    c.start()
+    yield c
+    c.stop()
+    for p in c.load_state()["processes"]:
+        print(f"--- {p['name']} log tail ---\n{local_cluster.tail(p['log'], 15)}")
+
+
+def test_cluster_scenario(cluster):
+    c = cluster
+    s1, s2, s3 = (client(c.http_endpoint(i)) for i in (1, 2, 3))
+
+    # 1. create through 1, write through 2, query through 3.
+    s1.create_vector_bucket(vectorBucketName="books")
+    s1.create_index(vectorBucketName="books", indexName="pages", dataType="float32",
+                    dimension=DIM, distanceMetric="euclidean")
+    data = vectors("p", 300, seed=1)
+    put_all(s2, "books", "pages", data)
+    probe_key = "p-42"
+    hits = s3.query_vectors(vectorBucketName="books", indexName="pages", topK=3,
+                            queryVector={"float32": data[probe_key]}, returnDistance=True)["vectors"]
+    assert hits[0]["key"] == probe_key and hits[0]["distance"] < 1e-3, hits
+    assert get_keys(s3, "books", "pages", list(data)) == set(data)
+
+    st = status(c)
+    assert sorted(x["role"] for x in st["coordinators"]) == ["follower", "follower", "leader"]
+    per_node = {}
+    for shard in st["shards"]:
+        per_node[shard["node"]] = per_node.get(shard["node"], 0) + 1
+    assert per_node == {"node-1": 4, "node-2": 4, "node-3": 4}, per_node
+    assert all(n["up"] for n in st["nodes"]) and len(st["nodes"]) == 3
+
+    # 2. kill -9 the Raft leader.
+    leader = st["leader"]
+    others = [i for i in (1, 2, 3) if i != leader]
+    c.kill(f"coordinator-{leader}")
+    killed_at = time.time()
+
+    def new_leader():
+        s = status(c, coordinator=others[0])
+        return s["leader"] if s["leader"] not in (None, leader) else None
+
+    new = wait_for("a new leader", new_leader, timeout=10)
+    elected_after = time.time() - killed_at
+    print(f"new leader {new} elected {elected_after:.1f}s after kill -9 of {leader}")
+    assert elected_after <= 10
+    sa, sb = client(c.http_endpoint(others[0]), retries=3), client(c.http_endpoint(others[1]), retries=3)
+    sa.create_vector_bucket(vectorBucketName="after-failover")
+    more = vectors("q", 50, seed=2)
+    put_all(sb, "books", "pages", more)
+    data.update(more)
+    assert get_keys(sa, "books", "pages", list(more)) == set(more)
+    c.restart(f"coordinator-{leader}")
+    back = client(c.http_endpoint(leader), retries=3)
+    # The restarted coordinator caught up: it knows what was committed while it was down.
+    assert back.get_vector_bucket(vectorBucketName="after-failover")["vectorBucket"]["vectorBucketName"] == "after-failover"
+    wait_for("the restarted coordinator back in the group",
+             lambda: sorted(x["role"] for x in status(c, coordinator=leader)["coordinators"]) == ["follower", "follower", "leader"],
+             timeout=15)
+
+    # 3. kill -9 a node.
+    c.kill("node-2")
+    no_retry = client(c.http_endpoint(1), retries=1)
+    with pytest.raises(ClientError) as err:
+        wait_for_503(no_retry, data[probe_key])
+    assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert err.value.response["Error"]["Code"] == "ServiceUnavailableException"
+    wait_for("node-2 marked down",
+             lambda: any(n["id"] == "node-2" and not n["up"] for n in status(c)["nodes"]), timeout=15)
+    # An index created now lands on the live nodes and works end to end.
+    s1.create_index(vectorBucketName="books", indexName="while-down", dataType="float32",
+                    dimension=DIM, distanceMetric="cosine")
+    other = vectors("w", 40, seed=3)
+    put_all(s2, "books", "while-down", other)
+    hits = s3.query_vectors(vectorBucketName="books", indexName="while-down", topK=1,
+                            queryVector={"float32": other["w-7"]})["vectors"]
+    assert hits[0]["key"] == "w-7"
+    assert {s["node"] for s in status(c)["shards"] if s["index"] == "while-down"} <= {"node-1", "node-3"}
+    c.restart("node-2")
+    wait_for("node-2 up again", lambda: all(n["up"] for n in status(c)["nodes"]), timeout=15)
+    retrying = client(c.http_endpoint(3), retries=5)
+    assert get_keys(retrying, "books", "pages", list(data)) == set(data)
+    hits = retrying.query_vectors(vectorBucketName="books", indexName="pages", topK=1,
+                                  queryVector={"float32": data[probe_key]})["vectors"]
+    assert hits[0]["key"] == probe_key
+
+    # 4. whole-cluster kill -9 and restart.
+    for p in c.load_state()["processes"]:
+        c.kill(p["name"])
+    c.start()
+    after = client(c.http_endpoint(2), retries=5)
+    names = {b["vectorBucketName"] for b in after.list_vector_buckets()["vectorBuckets"]}
+    assert {"books", "after-failover"} <= names
+    assert get_keys(after, "books", "pages", list(data)) == set(data)
+    assert get_keys(after, "books", "while-down", list(other)) == set(other)
+    hits = after.query_vectors(vectorBucketName="books", indexName="pages", topK=1,
+                               queryVector={"float32": data["q-3"]})["vectors"]
+    assert hits[0]["key"] == "q-3"
+
+    # 5. other-CA certificates cannot join.
+    foreign = c.dir / "foreign-tls"
+    c.run_quiver("cert", "ca", "--out", str(foreign), "--name", "Some other CA")
+    for name in ("node-9", "coordinator-9"):
+        c.run_quiver("cert", "issue", "--ca-dir", str(foreign), "--name", name, "--san", "127.0.0.1",
+                     "--out", str(foreign))
+    token = (c.dir / "join-token").read_text().strip()
+    node_cfg = c.dir / "node-9.toml"
+    node_cfg.write_text(
+        f'id = "node-9"\nlisten = "127.0.0.1:{NODE_BASE + 8}"\nhttp_listen = "127.0.0.1:{NODE_HTTP_BASE + 8}"\n'
+        f'data_dir = "{c.dir / "node-9"}"\ncoordinators = ["{c.cluster_addr(1)}", "{c.cluster_addr(2)}"]\n'
+        f'join_token = "{token}"\n[tls]\ndir = "{foreign}"\nname = "node-9"\n'
+    )
+    members = "".join(
+        f'[[initial_members]]\nid = {i}\ncluster_addr = "127.0.0.1:{CLUSTER_BASE + i - 1}"\n'
+        f'http_addr = "127.0.0.1:{HTTP_BASE + i - 1}"\n' for i in (1, 2, 3, 9)
+    )
+    coord_cfg = c.dir / "coordinator-9.toml"
+    coord_cfg.write_text(
+        f'id = 9\nhttp_listen = "127.0.0.1:{HTTP_BASE + 8}"\ncluster_listen = "127.0.0.1:{CLUSTER_BASE + 8}"\n'
+        f'data_dir = "{c.dir / "coordinator-9"}"\njoin_token = "{token}"\nallow_dev_credentials = true\n'
+        f'[tls]\ndir = "{foreign}"\nname = "coordinator-9"\n{members}'
+    )
+    term_before = status(c)["term"]
+    intruders = [
+        subprocess.Popen([str(c.binary), role, "--config", str(cfg)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+        for role, cfg in (("node", node_cfg), ("coordinator", coord_cfg))
+    ]
+    try:
+        time.sleep(6)
+        st = status(c)
+        assert [n["id"] for n in st["nodes"] if n["id"] == "node-9"] == []
+        assert sorted(x["id"] for x in st["coordinators"]) == [1, 2, 3]
+        assert st["term"] == term_before, "the intruder disturbed the Raft group"
+        assert not local_cluster.http_ok(f"http://127.0.0.1:{NODE_HTTP_BASE + 8}/ready")
+        assert not local_cluster.http_ok(f"http://127.0.0.1:{HTTP_BASE + 8}/ready")
+        # An operator certificate from the other CA is refused too.
+        refused = subprocess.run(
+            [str(c.binary), "admin", "--coordinator", c.cluster_addr(1), "--tls-dir", str(foreign),
+             "--tls-name", "node-9", "status"], capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0
+    finally:
+        for p in intruders:
+            p.kill()
+            p.wait()
+
+
+def wait_for_503(s3v, vector: list[float]) -> None:
+    """Queries until one fails (the node's death is noticed within the QUIC idle timeout)."""
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        s3v.query_vectors(vectorBucketName="books", indexName="pages", topK=1,
+                          queryVector={"float32": vector})
+        time.sleep(0.2)
+    raise AssertionError("queries kept succeeding with a node down")
+
+
+def test_metrics_and_health(cluster):
+    c = cluster
+    import urllib.request
+    for i in (1, 2, 3):
+        client(c.http_endpoint(i), retries=3).list_vector_buckets()
+        with urllib.request.urlopen(c.http_endpoint(i) + "/metrics", timeout=5) as r:
+            text = r.read().decode()
+        assert "quiver_raft_term" in text, text[:500]
+        assert 'quiver_api_requests_total{operation="ListVectorBuckets",status="200"}' in text, text[:800]
+        assert "quiver_api_request_duration_seconds_bucket" in text
+        assert 'quiver_node_up{node="node-1"} 1' in text
+        with urllib.request.urlopen(c.http_endpoint(i) + "/health", timeout=5) as r:
+            assert r.status == 200
+    with urllib.request.urlopen(c.spec("node-1")["http"] + "/metrics", timeout=5) as r:
+        assert "quiver_node_shards" in r.read().decode()
