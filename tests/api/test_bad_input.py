@@ -309,10 +309,12 @@ def test_concurrent_garbage(quiver, target):
     target["check"]("concurrent garbage")
 
 
-def test_udp_garbage_to_node_port(quiver, target):
-    """Random datagrams (some shaped like QUIC long/short header packets) at the node's QUIC port."""
+@pytest.mark.parametrize("port_key", ["node_addr", "cluster_addr"])
+def test_udp_garbage_to_node_port(quiver, target, port_key):
+    """Random datagrams (some shaped like QUIC long/short header packets) at the node's QUIC port
+    and at the coordinator's cluster (Raft) port."""
     info = quiver.dev_info()
-    host, port = info["node_addr"].rsplit(":", 1)
+    host, port = info[port_key].rsplit(":", 1)
     addr = (host, int(port))
     rnd = random.Random(4242)
     sizes = [1, 2, 5, 20, 64, 100, 512, 1199, 1200, 1252, 1350, 1472, 1500, 4096, 9000, 65000]

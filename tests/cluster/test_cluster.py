@@ -9,7 +9,9 @@ One scenario, in order (each step builds on the previous one):
      meanwhile (on the live nodes) works, and after the node restarts every acknowledged write
      is there;
   4. a whole-cluster kill -9 and restart loses nothing;
-  5. a node and a coordinator with certificates from another CA cannot join.
+  5. a fourth coordinator is added with `quiver admin add-coordinator`, catches up and serves,
+     and is removed again with `remove-coordinator`;
+  6. a node and a coordinator with certificates from another CA cannot join.
 """
 
 from __future__ import annotations
@@ -197,7 +199,35 @@ def test_cluster_scenario(cluster):
                                queryVector={"float32": data["q-3"]})["vectors"]
     assert hits[0]["key"] == "q-3"
 
-    # 5. other-CA certificates cannot join.
+    # 5. membership changes through the admin command.
+    c.run_quiver("cert", "issue", "--ca-dir", str(c.tls), "--name", "coordinator-4", "--san", "127.0.0.1",
+                 "--out", str(c.tls))
+    fourth_cfg = c.dir / "coordinator-4.toml"
+    fourth_http, fourth_cluster = f"127.0.0.1:{HTTP_BASE + 3}", f"127.0.0.1:{CLUSTER_BASE + 3}"
+    fourth_cfg.write_text(
+        f'id = 4\nhttp_listen = "{fourth_http}"\ncluster_listen = "{fourth_cluster}"\n'
+        f'data_dir = "{c.dir / "coordinator-4"}"\njoin_token = "{(c.dir / "join-token").read_text().strip()}"\n'
+        f'allow_dev_credentials = true\n[tls]\ndir = "{c.tls}"\nname = "coordinator-4"\n'
+    )
+    fourth = subprocess.Popen([str(c.binary), "coordinator", "--config", str(fourth_cfg)],
+                              stdout=open(c.dir / "coordinator-4.log", "ab"), stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        assert "done" in c.admin("add-coordinator", "--id", "4", "--cluster-addr", fourth_cluster,
+                                 "--http-addr", fourth_http)
+        roles = {x["id"]: x["role"] for x in status(c)["coordinators"]}
+        assert len(roles) == 4 and roles[4] in ("follower", "leader"), roles
+        wait_for("coordinator-4 ready", lambda: local_cluster.http_ok(f"http://{fourth_http}/ready"), timeout=15)
+        s4 = client(f"http://{fourth_http}", retries=3)
+        assert s4.get_index(vectorBucketName="books", indexName="pages")["index"]["dimension"] == DIM
+        assert get_keys(s4, "books", "pages", list(data)[:100]) == set(list(data)[:100])
+        assert "done" in c.admin("remove-coordinator", "--id", "4")
+        assert sorted(x["id"] for x in status(c)["coordinators"]) == [1, 2, 3]
+    finally:
+        fourth.kill()
+        fourth.wait()
+
+    # 6. other-CA certificates cannot join.
     foreign = c.dir / "foreign-tls"
     c.run_quiver("cert", "ca", "--out", str(foreign), "--name", "Some other CA")
     for name in ("node-9", "coordinator-9"):

@@ -595,8 +595,15 @@ impl RpcService for ControlPlane {
                 match request {
                     ControlRequest::Heartbeat(hello) => self.heartbeat(hello).await,
                     ControlRequest::Peer(bytes) => {
-                        let request: PeerRequest = match postcard::from_bytes(&bytes) {
-                            Ok(request) => request,
+                        // Strict: a message must be exactly one PeerRequest.
+                        let request: PeerRequest = match postcard::take_from_bytes(&bytes) {
+                            Ok((request, [])) => request,
+                            Ok((_, rest)) => {
+                                return ControlResponse::Rejected(NodeError::Malformed(format!(
+                                    "{} unexpected bytes after the message",
+                                    rest.len()
+                                )))
+                            }
                             Err(e) => {
                                 return ControlResponse::Rejected(NodeError::Malformed(
                                     e.to_string(),

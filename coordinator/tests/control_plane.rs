@@ -1,0 +1,247 @@
+//! A coordinator's cluster port: garbage and bad heartbeats get typed refusals and change
+//! nothing; a node joins, is marked down when it stops heartbeating, and up again when it returns.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quiver_coordinator::auth::AuthConfig;
+use quiver_coordinator::catalog::Catalog;
+use quiver_coordinator::cluster::RaftTimings;
+use quiver_coordinator::process::{
+    start_coordinator, start_node, ApiSettings, Bootstrap, Coordinator, CoordinatorSettings,
+    NodeSettings,
+};
+use quiver_coordinator::throttle::RateLimits;
+use quiver_coordinator::tokens::TokenSigner;
+use quiver_node::client::QuicTransport;
+use quiver_node::tls::{ClusterIdentity, GeneratedCa, CLUSTER_SERVER_NAME};
+use quiver_proto::{
+    decode, encode, ControlRequest, ControlResponse, Envelope, NodeError, NodeHello,
+    MAX_FRAME_BYTES, PROTOCOL_VERSION,
+};
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "a-join-token-for-the-tests";
+const CALL: Duration = Duration::from_secs(10);
+
+fn identity(ca: &GeneratedCa, name: &str) -> ClusterIdentity {
+    let (cert, key) = ca.issue(name, &["127.0.0.1".into()]).expect("issue");
+    ClusterIdentity::from_pem(ca.cert_pem.as_bytes(), cert.as_bytes(), key.as_bytes())
+        .expect("identity")
+}
+
+async fn coordinator(
+    dir: &std::path::Path,
+    id: &ClusterIdentity,
+    shutdown: &CancellationToken,
+) -> Coordinator {
+    start_coordinator(
+        CoordinatorSettings {
+            id: 1,
+            http_listen: "127.0.0.1:0".parse().expect("addr"),
+            cluster_listen: "127.0.0.1:0".parse().expect("addr"),
+            data_dir: dir.to_owned(),
+            join_token: TOKEN.into(),
+            bootstrap: Bootstrap::Solo,
+            raft: RaftTimings {
+                heartbeat_ms: 50,
+                election_timeout_min_ms: 150,
+                election_timeout_max_ms: 300,
+            },
+            node_timeout: Duration::from_secs(1),
+        },
+        ApiSettings {
+            region: "us-east-1".into(),
+            account_id: "123456789012".into(),
+            auth: AuthConfig::dev("testkey", "testsecret"),
+            shards_per_index: 2,
+            max_concurrent_requests: 8,
+            limits: RateLimits {
+                write_requests_per_second: 0,
+                write_vectors_per_second: 0,
+                read_requests_per_second: 0,
+            },
+            tokens: TokenSigner::from_shared_secret(TOKEN),
+        },
+        id,
+        shutdown.clone(),
+    )
+    .await
+    .expect("coordinator")
+}
+
+async fn wait_until(what: &str, timeout: Duration, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn raw_exchange(connection: &quinn::Connection, bytes: &[u8]) -> Vec<u8> {
+    let (mut send, mut recv) = connection.open_bi().await.expect("stream");
+    send.write_all(bytes).await.expect("write");
+    send.finish().expect("finish");
+    tokio::time::timeout(CALL, recv.read_to_end(MAX_FRAME_BYTES))
+        .await
+        .expect("answer in time")
+        .expect("answer")
+}
+
+fn answer(bytes: &[u8]) -> ControlResponse {
+    decode::<ControlResponse>(bytes)
+        .expect("a decodable answer")
+        .body
+}
+
+fn hello(node_id: &str, addr: &str, token: &str) -> ControlRequest {
+    ControlRequest::Heartbeat(NodeHello {
+        node_id: node_id.into(),
+        addr: addr.into(),
+        join_token: token.into(),
+        shard_count: 0,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_bad_heartbeats_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = GeneratedCa::generate("test CA").expect("ca");
+    let id = identity(&ca, "coordinator-1");
+    let shutdown = CancellationToken::new();
+    let c = coordinator(dir.path(), &id, &shutdown).await;
+    wait_until("a leader", Duration::from_secs(10), || c.control.ready()).await;
+
+    let client = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    let connection = client
+        .connect_with(
+            id.quic_client_config().expect("config"),
+            c.cluster_addr,
+            CLUSTER_SERVER_NAME,
+        )
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let mut rng_state = 0x2545_f491_4f6c_dd1d_u64;
+    for size in [0usize, 1, 3, 17, 100, 4096, 70_000] {
+        let bytes: Vec<u8> = (0..size)
+            .map(|_| {
+                rng_state ^= rng_state << 13;
+                rng_state ^= rng_state >> 7;
+                rng_state ^= rng_state << 17;
+                rng_state as u8
+            })
+            .collect();
+        let reply = answer(&raw_exchange(&connection, &bytes).await);
+        assert!(
+            matches!(reply, ControlResponse::Rejected(_)),
+            "{size} bytes: {reply:?}"
+        );
+        // The same bytes as an opaque peer message: refused after decoding the envelope.
+        let peer = Envelope {
+            version: PROTOCOL_VERSION,
+            request_id: "garbage".into(),
+            deadline_unix_ms: u64::MAX,
+            body: ControlRequest::Peer(bytes),
+        };
+        let reply = answer(&raw_exchange(&connection, &encode(&peer).expect("encode")).await);
+        assert!(
+            matches!(reply, ControlResponse::Rejected(NodeError::Malformed(_))),
+            "peer garbage of {size} bytes: {reply:?}"
+        );
+    }
+
+    let transport = QuicTransport::new(&id).expect("transport");
+    let addr: SocketAddr = c.cluster_addr;
+    let call =
+        |request: ControlRequest| transport.rpc::<_, ControlResponse>(addr, "t", CALL, request);
+    let reply = call(hello("node-1", "127.0.0.1:9", "wrong-token-wrong-token"))
+        .await
+        .expect("call");
+    assert_eq!(reply, ControlResponse::Unauthorized);
+    let reply = call(hello("bad id!", "127.0.0.1:9", TOKEN))
+        .await
+        .expect("call");
+    assert!(
+        matches!(
+            reply,
+            ControlResponse::Rejected(NodeError::InvalidRequest(_))
+        ),
+        "{reply:?}"
+    );
+    let reply = call(hello("node-1", "not an address", TOKEN))
+        .await
+        .expect("call");
+    assert!(
+        matches!(
+            reply,
+            ControlResponse::Rejected(NodeError::InvalidRequest(_))
+        ),
+        "{reply:?}"
+    );
+    assert_eq!(
+        c.control.state().nodes().count(),
+        0,
+        "nothing was registered"
+    );
+    assert!(c.control.ready(), "the coordinator still leads");
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_goes_down_and_comes_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = GeneratedCa::generate("test CA").expect("ca");
+    let shutdown = CancellationToken::new();
+    let c = coordinator(
+        &dir.path().join("c"),
+        &identity(&ca, "coordinator-1"),
+        &shutdown,
+    )
+    .await;
+    let control = Arc::clone(&c.control);
+    let node_identity = identity(&ca, "node-1");
+    let start = |stop: CancellationToken, listen: SocketAddr| {
+        let settings = NodeSettings {
+            id: "node-1".into(),
+            listen,
+            advertise: None,
+            data_dir: dir.path().join("n"),
+            coordinators: vec![c.cluster_addr],
+            join_token: TOKEN.into(),
+            heartbeat_interval: Duration::from_millis(100),
+            shard: Default::default(),
+            http_listen: None,
+        };
+        let node_identity = node_identity.clone();
+        async move {
+            start_node(settings, &node_identity, stop)
+                .await
+                .expect("node")
+        }
+    };
+    let first = CancellationToken::new();
+    let node = start(first.clone(), "127.0.0.1:0".parse().expect("addr")).await;
+    let is_up = |up: bool| {
+        let control = control.clone();
+        move || control.state().node("node-1").is_some_and(|n| n.up == up)
+    };
+    wait_until(
+        "node registered and up",
+        Duration::from_secs(10),
+        is_up(true),
+    )
+    .await;
+    first.cancel();
+    for task in node.tasks {
+        let _ = task.await;
+    }
+    wait_until("node marked down", Duration::from_secs(10), is_up(false)).await;
+    let _again = start(shutdown.clone(), node.addr).await;
+    wait_until("node up again", Duration::from_secs(10), is_up(true)).await;
+    shutdown.cancel();
+}
