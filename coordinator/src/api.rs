@@ -109,6 +109,7 @@ pub fn router(state: App) -> Router {
             state.clone(),
             admission,
         ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(axum::middleware::from_fn(request_context))
         .layer(DefaultBodyLimit::max(validate::MAX_REQUEST_BYTES))
         .with_state(state)
@@ -222,23 +223,18 @@ async fn dispatch(
             .into_response()
         }
     };
-    let started = std::time::Instant::now();
     let ctx = match authenticated(&app, request_id, &method, &uri, &headers, &body) {
         Ok(ctx) => ctx,
-        Err(error) => {
-            let response = error.into_response();
-            app.metrics
-                .record(&operation, response.status().as_u16(), started.elapsed());
-            return response;
+        Err(error) => return error.into_response(),
+    };
+    if CONTROL_READS.contains(&operation.as_str()) {
+        // Reads of the catalog itself are linearizable: a change made through any coordinator
+        // before this request started is visible (they are cheap and rare next to data calls).
+        if let Err(error) = app.catalog.sync().await {
+            return ApiError::from(error).into_response();
         }
-    };
+    }
     let result = with_read_barrier(&app, || operate(&app, &operation, &body, &ctx)).await;
-    let status = match &result {
-        Ok(response) => response.status(),
-        Err(error) => error.status_and_type().0,
-    };
-    app.metrics
-        .record(&operation, status.as_u16(), started.elapsed());
     match result {
         Ok(response) => response,
         Err(error) => {
@@ -268,6 +264,71 @@ where
     }
     app.catalog.sync().await?;
     attempt().await
+}
+
+/// The operations served under `POST /{operation}` (tags have their own route).
+const OPERATIONS: [&str; 19] = [
+    "CreateVectorBucket",
+    "GetVectorBucket",
+    "ListVectorBuckets",
+    "DeleteVectorBucket",
+    "CreateIndex",
+    "GetIndex",
+    "ListIndexes",
+    "DeleteIndex",
+    "PutVectors",
+    "GetVectors",
+    "ListVectors",
+    "DeleteVectors",
+    "QueryVectors",
+    "PutVectorBucketPolicy",
+    "GetVectorBucketPolicy",
+    "DeleteVectorBucketPolicy",
+    "PutVectorBucketDefaultIndexMode",
+    "UpdateIndexMode",
+    "UpdateMetadataConfiguration",
+];
+
+/// Operations that only read the catalog; they read linearizably.
+const CONTROL_READS: [&str; 5] = [
+    "GetVectorBucket",
+    "ListVectorBuckets",
+    "GetIndex",
+    "ListIndexes",
+    "GetVectorBucketPolicy",
+];
+
+/// The metrics label of a request: a known operation or "unknown", so arbitrary paths cannot
+/// grow the metric families.
+fn operation_label(method: &axum::http::Method, path: &str) -> &'static str {
+    if path.starts_with("/tags/") {
+        return match *method {
+            axum::http::Method::GET => "ListTagsForResource",
+            axum::http::Method::POST => "TagResource",
+            axum::http::Method::DELETE => "UntagResource",
+            _ => "unknown",
+        };
+    }
+    let operation = path.trim_start_matches('/');
+    OPERATIONS
+        .iter()
+        .find(|known| **known == operation)
+        .copied()
+        .unwrap_or("unknown")
+}
+
+/// Counts every API request by operation and status, with its latency.
+async fn observe(State(app): State<App>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path == "/health" || path == "/ready" || path == "/metrics" {
+        return next.run(request).await;
+    }
+    let operation = operation_label(request.method(), path);
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    app.metrics
+        .record(operation, response.status().as_u16(), started.elapsed());
+    response
 }
 
 /// Runs one S3 Vectors operation.
@@ -1661,6 +1722,11 @@ async fn tags_dispatch(
         Ok(ctx) => ctx,
         Err(error) => return error.into_response(),
     };
+    if method == axum::http::Method::GET {
+        if let Err(error) = app.catalog.sync().await {
+            return ApiError::from(error).into_response();
+        }
+    }
     let result = with_read_barrier(&app, || {
         tags_operation(&app, &ctx, &method, &arn, uri.query(), &body)
     })

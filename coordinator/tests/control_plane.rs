@@ -163,26 +163,16 @@ async fn garbage_and_bad_heartbeats_are_refused_and_change_nothing() {
         .await
         .expect("call");
     assert_eq!(reply, ControlResponse::Unauthorized);
-    let reply = call(hello("bad id!", "127.0.0.1:9", TOKEN))
-        .await
-        .expect("call");
-    assert!(
-        matches!(
-            reply,
-            ControlResponse::Rejected(NodeError::InvalidRequest(_))
-        ),
-        "{reply:?}"
-    );
-    let reply = call(hello("node-1", "not an address", TOKEN))
-        .await
-        .expect("call");
-    assert!(
-        matches!(
-            reply,
-            ControlResponse::Rejected(NodeError::InvalidRequest(_))
-        ),
-        "{reply:?}"
-    );
+    for (id, addr) in [("bad id!", "127.0.0.1:9"), ("node-1", "not an address")] {
+        let reply = call(hello(id, addr, TOKEN)).await.expect("call");
+        assert!(
+            matches!(
+                reply,
+                ControlResponse::Rejected(NodeError::InvalidRequest(_))
+            ),
+            "{id} at {addr}: {reply:?}"
+        );
+    }
     assert_eq!(
         c.control.state().nodes().count(),
         0,

@@ -333,38 +333,38 @@ impl ControlPlane {
             },
             PeerRequest::Status => PeerResponse::Status(self.status()),
             PeerRequest::AddCoordinator { id, node } => {
-                if !self.is_leader() {
-                    return PeerResponse::NotLeader {
-                        leader: self.leader_addr(),
-                    };
-                }
-                if let Err(e) = self.raft.add_learner(id, node, true).await {
-                    return failed(&e);
-                }
-                match self
-                    .raft
-                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                self.change_voters(Some(node), ChangeMembers::AddVoterIds(BTreeSet::from([id])))
                     .await
-                {
-                    Ok(_) => PeerResponse::Done,
-                    Err(e) => failed(&e),
-                }
             }
             PeerRequest::RemoveCoordinator { id } => {
-                if !self.is_leader() {
-                    return PeerResponse::NotLeader {
-                        leader: self.leader_addr(),
-                    };
-                }
-                match self
-                    .raft
-                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                self.change_voters(None, ChangeMembers::RemoveVoters(BTreeSet::from([id])))
                     .await
-                {
-                    Ok(_) => PeerResponse::Done,
-                    Err(e) => failed(&e),
+            }
+        }
+    }
+
+    /// Changes the voters on the leader; a new voter (`learner` given) first catches up as a
+    /// learner.
+    async fn change_voters(
+        &self,
+        learner: Option<CoordinatorNode>,
+        change: ChangeMembers<u64, CoordinatorNode>,
+    ) -> PeerResponse {
+        if !self.is_leader() {
+            return PeerResponse::NotLeader {
+                leader: self.leader_addr(),
+            };
+        }
+        if let (Some(node), ChangeMembers::AddVoterIds(ids)) = (learner, &change) {
+            for id in ids {
+                if let Err(e) = self.raft.add_learner(*id, node.clone(), true).await {
+                    return PeerResponse::Failed(e.to_string());
                 }
             }
+        }
+        match self.raft.change_membership(change, false).await {
+            Ok(_) => PeerResponse::Done,
+            Err(e) => PeerResponse::Failed(e.to_string()),
         }
     }
 
