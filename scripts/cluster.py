@@ -107,7 +107,8 @@ class Cluster:
             self.run_quiver("cert", "ca", "--out", str(self.tls), "--name", "Quiver local cluster CA")
         for name in [*self.coordinator_names(), *self.node_names(), "admin"]:
             if not (self.tls / f"{name}.pem").exists():
-                self.run_quiver("cert", "issue", "--ca-dir", str(self.tls), "--name", name,
+                role = name.split("-", 1)[0]  # coordinator-1 -> coordinator, node-2 -> node, admin
+                self.run_quiver("cert", "issue", "--ca-dir", str(self.tls), "--name", name, "--role", role,
                                 "--san", "127.0.0.1", "--san", "localhost", "--out", str(self.tls))
         token_file = self.dir / "join-token"
         if not token_file.exists():

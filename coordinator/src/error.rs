@@ -216,7 +216,9 @@ impl From<NodeError> for ApiError {
                     "A shard of this index is unavailable; please retry".into(),
                 )
             }
-            NodeError::ProtocolVersion { .. } | NodeError::Malformed(_) => {
+            NodeError::ProtocolVersion { .. }
+            | NodeError::Malformed(_)
+            | NodeError::Forbidden(_) => {
                 tracing::error!(error = %e, "node rejected our request");
                 ApiError::Internal("We encountered an internal error. Please try again.".into())
             }

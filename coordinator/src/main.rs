@@ -60,10 +60,19 @@ enum CertCommand {
         /// Extra DNS names or IP addresses the process is reached at (repeatable).
         #[arg(long = "san")]
         sans: Vec<String>,
+        /// What the holder may do (repeatable): coordinator (Raft peer, calls nodes), node
+        /// (joins and heartbeats), admin (`quiver admin`).
+        #[arg(long = "role", required = true, value_parser = parse_role)]
+        roles: Vec<quiver_node::tls::Role>,
         /// Output directory.
         #[arg(long)]
         out: std::path::PathBuf,
     },
+}
+
+fn parse_role(name: &str) -> Result<quiver_node::tls::Role, String> {
+    quiver_node::tls::Role::parse(name)
+        .ok_or_else(|| format!("unknown role {name:?}: expected coordinator, node or admin"))
 }
 
 fn cert(command: CertCommand) -> anyhow::Result<()> {
@@ -84,6 +93,7 @@ fn cert(command: CertCommand) -> anyhow::Result<()> {
             ca_dir,
             name,
             sans,
+            roles,
             out,
         } => {
             let read = |file: &str| {
@@ -91,7 +101,7 @@ fn cert(command: CertCommand) -> anyhow::Result<()> {
                     .with_context(|| format!("reading {}", ca_dir.join(file).display()))
             };
             let ca = GeneratedCa::from_pem(&read("ca.pem")?, &read("ca.key")?)?;
-            ca.issue_to(&out, &name, &sans)?;
+            ca.issue_to(&out, &name, &sans, &roles)?;
             println!("wrote {0}/{name}.pem and {0}/{name}.key", out.display());
         }
     }

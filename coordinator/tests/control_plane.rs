@@ -1,12 +1,14 @@
-//! A coordinator's cluster port: garbage and bad heartbeats get typed refusals and change
-//! nothing; a node joins, is marked down when it stops heartbeating, and up again when it returns.
+//! A coordinator's cluster port: garbage, bad heartbeats and requests outside the caller's
+//! certificate roles get typed refusals and change nothing; a node joins, is marked down when it stops heartbeating, and up again when it returns.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quiver_coordinator::auth::AuthConfig;
-use quiver_coordinator::catalog::Catalog;
+use quiver_coordinator::catalog::{Catalog, CatalogCommand};
+use quiver_coordinator::cluster::network::call;
+use quiver_coordinator::cluster::peer::{PeerRequest, PeerResponse};
 use quiver_coordinator::cluster::RaftTimings;
 use quiver_coordinator::process::{
     start_coordinator, start_node, ApiSettings, Bootstrap, Coordinator, CoordinatorSettings,
@@ -15,7 +17,7 @@ use quiver_coordinator::process::{
 use quiver_coordinator::throttle::RateLimits;
 use quiver_coordinator::tokens::TokenSigner;
 use quiver_node::client::QuicTransport;
-use quiver_node::tls::{ClusterIdentity, GeneratedCa, CLUSTER_SERVER_NAME};
+use quiver_node::tls::{ClusterIdentity, GeneratedCa, Role, CLUSTER_SERVER_NAME};
 use quiver_proto::{
     decode, encode, ControlRequest, ControlResponse, Envelope, NodeError, NodeHello,
     MAX_FRAME_BYTES, PROTOCOL_VERSION,
@@ -25,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 const TOKEN: &str = "a-join-token-for-the-tests";
 const CALL: Duration = Duration::from_secs(10);
 
-fn identity(ca: &GeneratedCa, name: &str) -> ClusterIdentity {
-    let (cert, key) = ca.issue(name, &["127.0.0.1".into()]).expect("issue");
+fn identity(ca: &GeneratedCa, name: &str, roles: &[Role]) -> ClusterIdentity {
+    let (cert, key) = ca.issue(name, &["127.0.0.1".into()], roles).expect("issue");
     ClusterIdentity::from_pem(ca.cert_pem.as_bytes(), cert.as_bytes(), key.as_bytes())
         .expect("identity")
 }
@@ -111,9 +113,15 @@ fn hello(node_id: &str, addr: &str, token: &str) -> ControlRequest {
 async fn garbage_and_bad_heartbeats_are_refused_and_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = GeneratedCa::generate("test CA").expect("ca");
-    let id = identity(&ca, "coordinator-1");
     let shutdown = CancellationToken::new();
-    let c = coordinator(dir.path(), &id, &shutdown).await;
+    let c = coordinator(
+        dir.path(),
+        &identity(&ca, "coordinator-1", &[Role::Coordinator]),
+        &shutdown,
+    )
+    .await;
+    // A peer allowed everything, so that only the bytes decide the answers below.
+    let id = identity(&ca, "probe", &Role::ALL);
     wait_until("a leader", Duration::from_secs(10), || c.control.ready()).await;
 
     let client = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
@@ -157,14 +165,14 @@ async fn garbage_and_bad_heartbeats_are_refused_and_change_nothing() {
 
     let transport = QuicTransport::new(&id).expect("transport");
     let addr: SocketAddr = c.cluster_addr;
-    let call =
+    let control_call =
         |request: ControlRequest| transport.rpc::<_, ControlResponse>(addr, "t", CALL, request);
-    let reply = call(hello("node-1", "127.0.0.1:9", "wrong-token-wrong-token"))
+    let reply = control_call(hello("node-1", "127.0.0.1:9", "wrong-token-wrong-token"))
         .await
         .expect("call");
     assert_eq!(reply, ControlResponse::Unauthorized);
     for (id, addr) in [("bad id!", "127.0.0.1:9"), ("node-1", "not an address")] {
-        let reply = call(hello(id, addr, TOKEN)).await.expect("call");
+        let reply = control_call(hello(id, addr, TOKEN)).await.expect("call");
         assert!(
             matches!(
                 reply,
@@ -173,6 +181,47 @@ async fn garbage_and_bad_heartbeats_are_refused_and_change_nothing() {
             "{id} at {addr}: {reply:?}"
         );
     }
+    // Roles: a coordinator's certificate cannot heartbeat, a node's cannot speak Raft or read
+    // the status, an operator's cannot write to the catalog.
+    let as_role =
+        |role: Role| QuicTransport::new(&identity(&ca, role.name(), &[role])).expect("transport");
+    let reply = as_role(Role::Coordinator)
+        .rpc::<_, ControlResponse>(addr, "t", CALL, hello("node-1", "127.0.0.1:9", TOKEN))
+        .await
+        .expect("call");
+    assert_eq!(reply, ControlResponse::Unauthorized);
+    for (role, request) in [
+        (Role::Node, PeerRequest::Status),
+        (Role::Node, PeerRequest::ReadIndex),
+        (
+            Role::Admin,
+            PeerRequest::Execute(CatalogCommand::RegisterNode {
+                id: "x".into(),
+                addr: "127.0.0.1:1".into(),
+            }),
+        ),
+        (Role::Coordinator, PeerRequest::RemoveCoordinator { id: 1 }),
+    ] {
+        let kind = request.kind();
+        let reply = call(&as_role(role), &addr.to_string(), "t", CALL, &request)
+            .await
+            .expect("call");
+        assert!(
+            matches!(&reply, PeerResponse::Failed(reason) if reason.starts_with("forbidden")),
+            "{kind} as {role:?}: {reply:?}"
+        );
+    }
+    assert!(matches!(
+        call(
+            &as_role(Role::Admin),
+            &addr.to_string(),
+            "t",
+            CALL,
+            &PeerRequest::Status
+        )
+        .await,
+        Ok(PeerResponse::Status(_))
+    ));
     assert_eq!(
         c.control.state().nodes().count(),
         0,
@@ -189,12 +238,12 @@ async fn a_node_joins_goes_down_and_comes_back() {
     let shutdown = CancellationToken::new();
     let c = coordinator(
         &dir.path().join("c"),
-        &identity(&ca, "coordinator-1"),
+        &identity(&ca, "coordinator-1", &[Role::Coordinator]),
         &shutdown,
     )
     .await;
     let control = Arc::clone(&c.control);
-    let node_identity = identity(&ca, "node-1");
+    let node_identity = identity(&ca, "node-1", &[Role::Node]);
     let start = |stop: CancellationToken, listen: SocketAddr| {
         let settings = NodeSettings {
             id: "node-1".into(),

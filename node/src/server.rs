@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::supervisor::NodeService;
-use crate::tls::{ClusterIdentity, TlsError};
+use crate::tls::{ClusterIdentity, Role, Roles, TlsError};
 
 /// Connections served at once; more are refused at the QUIC handshake.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -55,9 +55,11 @@ pub trait RpcService: Send + Sync + 'static {
     fn reject(error: NodeError) -> Self::Response;
     /// Whether a response reports a failure (logged at debug level).
     fn is_error(response: &Self::Response) -> bool;
+    /// Handles one request from a peer whose certificate grants `roles`.
     fn handle(
         self: Arc<Self>,
         request: Self::Request,
+        roles: Roles,
         deadline: Instant,
     ) -> BoxFuture<'static, Self::Response>;
 }
@@ -77,8 +79,17 @@ impl RpcService for NodeService {
     fn handle(
         self: Arc<Self>,
         request: NodeRequest,
+        roles: Roles,
         deadline: Instant,
     ) -> BoxFuture<'static, NodeResponse> {
+        // Only coordinators call shards.
+        if !roles.contains(Role::Coordinator) {
+            return Box::pin(async {
+                NodeResponse::Error(NodeError::Forbidden(
+                    "the peer's certificate does not grant the coordinator role".into(),
+                ))
+            });
+        }
         Box::pin(async move { NodeService::handle(&self, request, deadline).await })
     }
 }
@@ -128,13 +139,20 @@ async fn serve_connection<S: RpcService>(
     budget: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) {
+    let roles = Roles::of_peer(&connection);
     loop {
         let stream = tokio::select! {
             stream = connection.accept_bi() => stream,
             () = shutdown.cancelled() => return,
         };
         let Ok((send, recv)) = stream else { return };
-        tokio::spawn(serve_stream(send, recv, service.clone(), budget.clone()));
+        tokio::spawn(serve_stream(
+            send,
+            recv,
+            service.clone(),
+            roles,
+            budget.clone(),
+        ));
     }
 }
 
@@ -180,6 +198,7 @@ async fn serve_stream<S: RpcService>(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     service: Arc<S>,
+    roles: Roles,
     budget: Arc<Semaphore>,
 ) {
     let (bytes, _budget) =
@@ -218,7 +237,7 @@ async fn serve_stream<S: RpcService>(
                 kind = S::kind(&envelope.body)
             );
             let response = service
-                .handle(envelope.body, deadline)
+                .handle(envelope.body, roles, deadline)
                 .instrument(span)
                 .await;
             (envelope.request_id, response)

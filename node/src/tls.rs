@@ -1,6 +1,10 @@
 //! Mutual TLS for all cluster traffic: a cluster CA, leaf certificates it signs, and the rustls
 //! configurations quinn uses on both sides. A peer must present a certificate signed by the
 //! cluster CA, in both directions.
+//!
+//! Each leaf certificate also names the roles its holder may act in ([`Role`], as URI subject
+//! alternative names `urn:quiver:role:<role>`), so that a node's certificate cannot drive Raft or
+//! operator commands, and an operator's cannot write to shards.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,6 +20,87 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 pub const CLUSTER_SERVER_NAME: &str = "quiver.internal";
 /// ALPN protocol id of Quiver's QUIC RPC.
 pub const ALPN: &[u8] = b"quiver/1";
+
+/// What a certificate's holder may do on the cluster ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Raft peer; calls nodes' shard RPCs.
+    Coordinator,
+    /// Heartbeats to the control plane.
+    Node,
+    /// Operator commands (`quiver admin`).
+    Admin,
+}
+
+const ROLE_URI_PREFIX: &str = "urn:quiver:role:";
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Coordinator, Role::Node, Role::Admin];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Coordinator => "coordinator",
+            Role::Node => "node",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|role| role.name() == name)
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            Role::Coordinator => 1,
+            Role::Node => 2,
+            Role::Admin => 4,
+        }
+    }
+}
+
+/// The set of roles a connected peer's certificate grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Roles(u8);
+
+impl Roles {
+    pub fn of(roles: &[Role]) -> Roles {
+        Roles(roles.iter().fold(0, |bits, role| bits | role.bit()))
+    }
+
+    pub fn contains(self, role: Role) -> bool {
+        self.0 & role.bit() != 0
+    }
+
+    /// The roles named in a DER certificate (none if it cannot be parsed).
+    pub fn of_certificate(der: &[u8]) -> Roles {
+        use x509_parser::extensions::GeneralName;
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+            return Roles::default();
+        };
+        let Ok(Some(san)) = cert.subject_alternative_name() else {
+            return Roles::default();
+        };
+        let roles: Vec<Role> = san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                GeneralName::URI(uri) => uri.strip_prefix(ROLE_URI_PREFIX).and_then(Role::parse),
+                _ => None,
+            })
+            .collect();
+        Roles::of(&roles)
+    }
+
+    /// The roles of the peer on an established (mutually authenticated) connection.
+    pub fn of_peer(connection: &quinn::Connection) -> Roles {
+        connection
+            .peer_identity()
+            .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
+            .and_then(|chain| chain.first().map(|cert| Roles::of_certificate(cert)))
+            .unwrap_or_default()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -127,8 +212,14 @@ impl GeneratedCa {
     }
 
     /// Issues a leaf certificate for `name` and writes `<name>.pem` and `<name>.key` into `dir`.
-    pub fn issue_to(&self, dir: &Path, name: &str, sans: &[String]) -> Result<(), TlsError> {
-        let (cert, key) = self.issue(name, sans)?;
+    pub fn issue_to(
+        &self,
+        dir: &Path,
+        name: &str,
+        sans: &[String],
+        roles: &[Role],
+    ) -> Result<(), TlsError> {
+        let (cert, key) = self.issue(name, sans, roles)?;
         std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
             path: dir.display().to_string(),
             source,
@@ -138,11 +229,22 @@ impl GeneratedCa {
     }
 
     /// Issues a leaf certificate usable as both TLS server and client, for `names` plus the
-    /// cluster server name. Returns (certificate PEM, key PEM).
-    pub fn issue(&self, common_name: &str, names: &[String]) -> Result<(String, String), TlsError> {
+    /// cluster server name, granting `roles`. Returns (certificate PEM, key PEM).
+    pub fn issue(
+        &self,
+        common_name: &str,
+        names: &[String],
+        roles: &[Role],
+    ) -> Result<(String, String), TlsError> {
         let mut sans: Vec<String> = names.to_vec();
         sans.push(CLUSTER_SERVER_NAME.to_owned());
         let mut params = CertificateParams::new(sans)?;
+        for role in roles {
+            let uri = format!("{ROLE_URI_PREFIX}{}", role.name());
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::URI(uri.as_str().try_into()?));
+        }
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);
@@ -196,17 +298,18 @@ impl ClusterIdentity {
             path: dir.display().to_string(),
             source,
         };
-        if !dir.join("ca.pem").exists() || !dir.join("dev.key").exists() {
+        // The dev process holds every role (it is coordinator and node at once).
+        if !dir.join("ca.pem").exists() || !dir.join("dev-all-roles.key").exists() {
             std::fs::create_dir_all(dir).map_err(io)?;
             let ca = GeneratedCa::generate("Quiver dev cluster CA")?;
-            let (cert, key) = ca.issue("quiver-dev", &["localhost".to_owned()])?;
+            let (cert, key) = ca.issue("quiver-dev", &["localhost".to_owned()], &Role::ALL)?;
             write_private(&dir.join("ca.key"), &ca.key_pem)?;
-            write_private(&dir.join("dev.pem"), &cert)?;
-            write_private(&dir.join("dev.key"), &key)?;
+            write_private(&dir.join("dev-all-roles.pem"), &cert)?;
+            write_private(&dir.join("dev-all-roles.key"), &key)?;
             // ca.pem last: its presence marks a complete set.
             write_private(&dir.join("ca.pem"), &ca.cert_pem)?;
         }
-        Self::load(dir, "dev")
+        Self::load(dir, "dev-all-roles")
     }
 
     fn key(&self) -> PrivateKeyDer<'static> {
@@ -285,7 +388,7 @@ mod tests {
         )
         .expect("reload");
         reloaded
-            .issue_to(dir.path(), "node-1", &["127.0.0.1".into()])
+            .issue_to(dir.path(), "node-1", &["127.0.0.1".into()], &[Role::Node])
             .expect("issue");
         let identity = ClusterIdentity::load(dir.path(), "node-1").expect("identity");
         // The issued chain verifies against the CA with webpki (what quinn's TLS does).
@@ -300,9 +403,13 @@ mod tests {
         verifier
             .verify_client_cert(&identity.cert_chain[0], &[], now)
             .expect("chains to the CA");
+        // The roles travel in the certificate.
+        let roles = Roles::of_certificate(&identity.cert_chain[0]);
+        assert!(roles.contains(Role::Node));
+        assert!(!roles.contains(Role::Coordinator) && !roles.contains(Role::Admin));
         // A certificate from another CA does not.
         let other = GeneratedCa::generate("other CA").expect("ca");
-        let (cert, _) = other.issue("intruder", &[]).expect("issue");
+        let (cert, _) = other.issue("intruder", &[], &Role::ALL).expect("issue");
         let intruder = CertificateDer::from_pem_slice(cert.as_bytes()).expect("der");
         assert!(verifier.verify_client_cert(&intruder, &[], now).is_err());
     }

@@ -982,7 +982,7 @@ async fn a_frame_over_the_size_limit_is_reset_and_the_node_keeps_serving() {
 fn foreign_identity(trust_real_ca: Option<&[u8]>) -> ClusterIdentity {
     let rogue_ca = GeneratedCa::generate("rogue CA").expect("rogue CA");
     let (cert, key) = rogue_ca
-        .issue("rogue", &["localhost".to_owned()])
+        .issue("rogue", &["localhost".to_owned()], &tls::Role::ALL)
         .expect("rogue leaf");
     let trusted = trust_real_ca.unwrap_or(rogue_ca.cert_pem.as_bytes());
     ClusterIdentity::from_pem(trusted, cert.as_bytes(), key.as_bytes()).expect("rogue identity")

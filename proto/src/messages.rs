@@ -156,4 +156,7 @@ pub enum NodeError {
     /// The shard is restarting or being dropped: retry shortly.
     #[error("shard {0} is unavailable, retry later")]
     ShardUnavailable(ShardId),
+    /// The caller's certificate does not grant the role this request needs.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }

@@ -200,8 +200,8 @@ def test_cluster_scenario(cluster):
     assert hits[0]["key"] == "q-3"
 
     # 5. membership changes through the admin command.
-    c.run_quiver("cert", "issue", "--ca-dir", str(c.tls), "--name", "coordinator-4", "--san", "127.0.0.1",
-                 "--out", str(c.tls))
+    c.run_quiver("cert", "issue", "--ca-dir", str(c.tls), "--name", "coordinator-4", "--role", "coordinator",
+                 "--san", "127.0.0.1", "--out", str(c.tls))
     fourth_cfg = c.dir / "coordinator-4.toml"
     fourth_http, fourth_cluster = f"127.0.0.1:{HTTP_BASE + 3}", f"127.0.0.1:{CLUSTER_BASE + 3}"
     fourth_cfg.write_text(
@@ -231,8 +231,8 @@ def test_cluster_scenario(cluster):
     foreign = c.dir / "foreign-tls"
     c.run_quiver("cert", "ca", "--out", str(foreign), "--name", "Some other CA")
     for name in ("node-9", "coordinator-9"):
-        c.run_quiver("cert", "issue", "--ca-dir", str(foreign), "--name", name, "--san", "127.0.0.1",
-                     "--out", str(foreign))
+        c.run_quiver("cert", "issue", "--ca-dir", str(foreign), "--name", name, "--role", name.split("-")[0],
+                     "--role", "admin", "--san", "127.0.0.1", "--out", str(foreign))
     token = (c.dir / "join-token").read_text().strip()
     node_cfg = c.dir / "node-9.toml"
     node_cfg.write_text(
@@ -269,6 +269,12 @@ def test_cluster_scenario(cluster):
             [str(c.binary), "admin", "--coordinator", c.cluster_addr(1), "--tls-dir", str(foreign),
              "--tls-name", "node-9", "status"], capture_output=True, text=True, timeout=60)
         assert refused.returncode != 0
+        # A certificate from the cluster's own CA without the admin role is refused as well.
+        refused = subprocess.run(
+            [str(c.binary), "admin", "--coordinator", c.cluster_addr(1), "--tls-dir", str(c.tls),
+             "--tls-name", "node-1", "add-coordinator", "--id", "7", "--cluster-addr", "127.0.0.1:1",
+             "--http-addr", "127.0.0.1:2"], capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "forbidden" in refused.stderr, refused.stderr
     finally:
         for p in intruders:
             p.kill()

@@ -30,6 +30,7 @@ use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use parking_lot::{Mutex, RwLock};
 use quiver_node::client::QuicTransport;
 use quiver_node::server::RpcService;
+use quiver_node::tls::{Role, Roles};
 use quiver_proto::{ControlRequest, ControlResponse, NodeError, NodeHello};
 use tokio_util::sync::CancellationToken;
 
@@ -588,11 +589,16 @@ impl RpcService for ControlPlane {
     fn handle(
         self: Arc<Self>,
         request: ControlRequest,
+        roles: Roles,
         deadline: Instant,
     ) -> BoxFuture<'static, ControlResponse> {
         Box::pin(async move {
             let work = async {
                 match request {
+                    ControlRequest::Heartbeat(_) if !roles.contains(Role::Node) => {
+                        tracing::warn!("heartbeat from a certificate without the node role");
+                        ControlResponse::Unauthorized
+                    }
                     ControlRequest::Heartbeat(hello) => self.heartbeat(hello).await,
                     ControlRequest::Peer(bytes) => {
                         // Strict: a message must be exactly one PeerRequest.
@@ -611,8 +617,18 @@ impl RpcService for ControlPlane {
                             }
                         };
                         let span = tracing::debug_span!("peer", kind = request.kind());
-                        let response =
-                            tracing::Instrument::instrument(self.handle_peer(request), span).await;
+                        let response = if request.allowed(roles) {
+                            tracing::Instrument::instrument(self.handle_peer(request), span).await
+                        } else {
+                            tracing::warn!(
+                                kind = request.kind(),
+                                "peer request without the role it needs"
+                            );
+                            PeerResponse::Failed(format!(
+                                "forbidden: the certificate does not grant the role {} needs",
+                                request.kind()
+                            ))
+                        };
                         match postcard::to_stdvec(&response) {
                             Ok(bytes) => ControlResponse::Peer(bytes),
                             Err(e) => ControlResponse::Unavailable(e.to_string()),

@@ -5,6 +5,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use quiver_node::tls::{Role, Roles};
 use serde::{Deserialize, Serialize};
 
 use super::types::{CommandResult, CoordinatorNode, TypeConfig};
@@ -34,6 +35,23 @@ pub enum PeerRequest {
 }
 
 impl PeerRequest {
+    /// Whether a peer whose certificate grants `roles` may send this request: Raft traffic and
+    /// forwarded commands come from coordinators, membership changes from operators, and both
+    /// may read the status.
+    pub fn allowed(&self, roles: Roles) -> bool {
+        match self {
+            PeerRequest::AppendEntries(_)
+            | PeerRequest::Vote(_)
+            | PeerRequest::InstallSnapshot(_)
+            | PeerRequest::Execute(_)
+            | PeerRequest::ReadIndex => roles.contains(Role::Coordinator),
+            PeerRequest::Status => roles.contains(Role::Coordinator) || roles.contains(Role::Admin),
+            PeerRequest::AddCoordinator { .. } | PeerRequest::RemoveCoordinator { .. } => {
+                roles.contains(Role::Admin)
+            }
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             PeerRequest::AppendEntries(_) => "append_entries",
