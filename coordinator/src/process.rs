@@ -93,7 +93,12 @@ pub async fn start_coordinator(
         .context("invalid auth configuration")?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
-    let transport = QuicTransport::new(identity)?;
+    // One QUIC endpoint per process: it serves Raft and heartbeats, and makes the outgoing
+    // connections to other coordinators and to nodes.
+    let endpoint = quiver_node::server::bind(settings.cluster_listen, identity)
+        .with_context(|| format!("binding the cluster port {}", settings.cluster_listen))?;
+    let cluster_addr = endpoint.local_addr().context("cluster address")?;
+    let transport = QuicTransport::on_endpoint(endpoint.clone(), identity)?;
     let control = ControlPlane::start(
         settings.id,
         &settings.data_dir,
@@ -104,9 +109,6 @@ pub async fn start_coordinator(
     )
     .await
     .context("starting the control plane")?;
-    let endpoint = quiver_node::server::bind(settings.cluster_listen, identity)
-        .with_context(|| format!("binding the cluster port {}", settings.cluster_listen))?;
-    let cluster_addr = endpoint.local_addr().context("cluster address")?;
     let listener = tokio::net::TcpListener::bind(settings.http_listen)
         .await
         .with_context(|| format!("binding {}", settings.http_listen))?;
@@ -209,12 +211,13 @@ pub async fn start_node(
     let endpoint = quiver_node::server::bind(settings.listen, identity)
         .with_context(|| format!("binding {}", settings.listen))?;
     let addr = endpoint.local_addr().context("node address")?;
+    // Heartbeats leave from the node's own endpoint.
+    let transport = QuicTransport::on_endpoint(endpoint.clone(), identity)?;
     let mut tasks = vec![tokio::spawn(quiver_node::server::serve(
         endpoint,
         service.clone(),
         shutdown.clone(),
     ))];
-    let transport = QuicTransport::new(identity)?;
     let (joined_tx, joined) = watch::channel(false);
     tasks.push(tokio::spawn(agent::run(
         service.clone(),

@@ -43,12 +43,22 @@ pub struct QuicTransport {
 }
 
 impl QuicTransport {
+    /// A transport on its own client-only endpoint.
     pub fn new(identity: &ClusterIdentity) -> Result<std::sync::Arc<Self>, TlsError> {
         let bind: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 0));
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(|source| TlsError::Io {
+        let endpoint = quinn::Endpoint::client(bind).map_err(|source| TlsError::Io {
             path: "udp socket".into(),
             source,
         })?;
+        Self::on_endpoint(endpoint, identity)
+    }
+
+    /// A transport that makes its outgoing connections from `endpoint`, typically the process's
+    /// server endpoint, so that one UDP socket carries all of a process's cluster traffic.
+    pub fn on_endpoint(
+        mut endpoint: quinn::Endpoint,
+        identity: &ClusterIdentity,
+    ) -> Result<std::sync::Arc<Self>, TlsError> {
         endpoint.set_default_client_config(identity.quic_client_config()?);
         Ok(std::sync::Arc::new(QuicTransport {
             endpoint,
