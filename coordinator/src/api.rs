@@ -498,7 +498,7 @@ async fn create_bucket(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Respons
         policy: None,
     };
     app.catalog
-        .execute(CatalogCommand::CreateBucket(record))
+        .execute(&ctx.request_id, CatalogCommand::CreateBucket(record))
         .await?;
     Ok(ok_json(
         json!({ "vectorBucketArn": app.config.scope.bucket_arn(&name) }),
@@ -699,7 +699,10 @@ async fn delete_bucket(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Respons
         input.vector_bucket_arn.as_deref(),
     )?;
     app.catalog
-        .execute(CatalogCommand::DeleteBucket { name: bucket.name })
+        .execute(
+            &ctx.request_id,
+            CatalogCommand::DeleteBucket { name: bucket.name },
+        )
         .await?;
     Ok(ok_empty())
 }
@@ -859,15 +862,18 @@ async fn create_index(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response
     // `NodeService::reconcile`), and a node that misses the creation below gets the shard from
     // its next heartbeat. If the shards cannot be created, the index is removed again.
     app.catalog
-        .execute(CatalogCommand::CreateIndex(record.clone()))
+        .execute(&ctx.request_id, CatalogCommand::CreateIndex(record.clone()))
         .await?;
     if let Err(error) = app.data.create_shards(&record, &ctx.request_id).await {
         let undo = app
             .catalog
-            .execute(CatalogCommand::DeleteIndex {
-                bucket: record.bucket.clone(),
-                name: record.name.clone(),
-            })
+            .execute(
+                &ctx.request_id,
+                CatalogCommand::DeleteIndex {
+                    bucket: record.bucket.clone(),
+                    name: record.name.clone(),
+                },
+            )
             .await;
         if let Err(undo) = undo {
             tracing::warn!(index = %record.name, %undo, "could not remove an index whose shards failed; nodes will create them from their assignments");
@@ -991,10 +997,13 @@ async fn delete_index(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response
         input.index_arn.as_deref(),
     )?;
     app.catalog
-        .execute(CatalogCommand::DeleteIndex {
-            bucket: index.bucket.clone(),
-            name: index.name.clone(),
-        })
+        .execute(
+            &ctx.request_id,
+            CatalogCommand::DeleteIndex {
+                bucket: index.bucket.clone(),
+                name: index.name.clone(),
+            },
+        )
         .await?;
     app.throttle.forget(index.uid);
     app.data.drop_shards(&index, &ctx.request_id).await;
@@ -1498,10 +1507,13 @@ async fn put_bucket_policy(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Res
     crate::auth::policy::Policy::parse(&policy, true)
         .map_err(|e| ApiError::validation(format!("Invalid policy: {e}")))?;
     app.catalog
-        .execute(CatalogCommand::SetBucketPolicy {
-            bucket: bucket.name,
-            policy: Some(policy),
-        })
+        .execute(
+            &ctx.request_id,
+            CatalogCommand::SetBucketPolicy {
+                bucket: bucket.name,
+                policy: Some(policy),
+            },
+        )
         .await?;
     Ok(ok_empty())
 }
@@ -1537,10 +1549,13 @@ async fn delete_bucket_policy(
         input.vector_bucket_arn.as_deref(),
     )?;
     app.catalog
-        .execute(CatalogCommand::SetBucketPolicy {
-            bucket: bucket.name,
-            policy: None,
-        })
+        .execute(
+            &ctx.request_id,
+            CatalogCommand::SetBucketPolicy {
+                bucket: bucket.name,
+                policy: None,
+            },
+        )
         .await?;
     Ok(ok_empty())
 }
@@ -1591,10 +1606,13 @@ async fn put_default_index_mode(
     )?;
     let mode = index_mode(input.default_index_mode, "/defaultIndexMode", &bucket)?;
     app.catalog
-        .execute(CatalogCommand::SetBucketDefaultIndexMode {
-            bucket: bucket.name,
-            mode,
-        })
+        .execute(
+            &ctx.request_id,
+            CatalogCommand::SetBucketDefaultIndexMode {
+                bucket: bucket.name,
+                mode,
+            },
+        )
         .await?;
     Ok(ok_empty())
 }
@@ -1626,11 +1644,14 @@ async fn update_index_mode(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Res
         .ok_or_else(ApiError::index_not_found)?;
     let mode = index_mode(input.index_mode, "/indexMode", &bucket)?;
     app.catalog
-        .execute(CatalogCommand::SetIndexMode {
-            bucket: index.bucket,
-            index: index.name,
-            mode,
-        })
+        .execute(
+            &ctx.request_id,
+            CatalogCommand::SetIndexMode {
+                bucket: index.bucket,
+                index: index.name,
+                mode,
+            },
+        )
         .await?;
     Ok(ok_empty())
 }
@@ -1814,11 +1835,14 @@ async fn tags_operation(
         }
     };
     app.catalog
-        .execute(CatalogCommand::SetTags {
-            bucket,
-            index,
-            tags: updated,
-        })
+        .execute(
+            &ctx.request_id,
+            CatalogCommand::SetTags {
+                bucket,
+                index,
+                tags: updated,
+            },
+        )
         .await?;
     Ok(ok_empty())
 }

@@ -382,7 +382,12 @@ pub trait Catalog: Send + Sync + 'static {
     /// Executes a command through the control plane; returns once it is committed (durable on
     /// a quorum) and applied to this coordinator's state. On error nothing changed, except for
     /// [`CatalogError::Unavailable`] after a timeout, when the outcome is unknown.
-    fn execute(&self, command: CatalogCommand) -> BoxFuture<'_, Result<(), CatalogError>>;
+    /// `request_id` joins the logs of every coordinator the command passes through.
+    fn execute<'a>(
+        &'a self,
+        request_id: &'a str,
+        command: CatalogCommand,
+    ) -> BoxFuture<'a, Result<(), CatalogError>>;
     /// The current state, read-locked for the guard's lifetime (keep it short, never across an
     /// await).
     fn state(&self) -> parking_lot::RwLockReadGuard<'_, CatalogState>;

@@ -213,7 +213,11 @@ impl ControlPlane {
 
     /// Runs `command` through Raft, forwarding it to the leader when this coordinator does not
     /// lead, and retrying while there is no leader (an election) up to [`EXECUTE_TIMEOUT`].
-    async fn execute_command(&self, command: CatalogCommand) -> Result<(), CatalogError> {
+    async fn execute_command(
+        &self,
+        request_id: &str,
+        command: CatalogCommand,
+    ) -> Result<(), CatalogError> {
         let deadline = Instant::now() + EXECUTE_TIMEOUT;
         loop {
             match self.raft.client_write(command.clone()).await {
@@ -224,7 +228,7 @@ impl ControlPlane {
                         match call(
                             &self.transport,
                             &leader.cluster_addr,
-                            "forward",
+                            request_id,
                             FORWARD_TIMEOUT,
                             &request,
                         )
@@ -552,8 +556,12 @@ impl ControlPlane {
 }
 
 impl Catalog for ControlPlane {
-    fn execute(&self, command: CatalogCommand) -> BoxFuture<'_, Result<(), CatalogError>> {
-        Box::pin(self.execute_command(command))
+    fn execute<'a>(
+        &'a self,
+        request_id: &'a str,
+        command: CatalogCommand,
+    ) -> BoxFuture<'a, Result<(), CatalogError>> {
+        Box::pin(self.execute_command(request_id, command))
     }
 
     fn state(&self) -> parking_lot::RwLockReadGuard<'_, CatalogState> {
