@@ -246,6 +246,7 @@ impl CoordinatorConfig {
             heartbeat_ms: self.raft_heartbeat_ms,
             election_timeout_min_ms: self.raft_election_timeout_min_ms,
             election_timeout_max_ms: self.raft_election_timeout_max_ms,
+            ..RaftTimings::default()
         }
     }
 

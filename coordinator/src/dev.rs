@@ -86,6 +86,7 @@ const DEV_RAFT: RaftTimings = RaftTimings {
     heartbeat_ms: 100,
     election_timeout_min_ms: 300,
     election_timeout_max_ms: 600,
+    snapshot_every: 1_000,
 };
 /// How long start-up waits for the embedded node to join.
 const JOIN_WAIT: Duration = Duration::from_secs(30);

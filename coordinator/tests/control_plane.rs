@@ -38,18 +38,31 @@ async fn coordinator(
     id: &ClusterIdentity,
     shutdown: &CancellationToken,
 ) -> Coordinator {
+    let any_port = "127.0.0.1:0".parse().expect("addr");
+    coordinator_with(1, any_port, Bootstrap::Solo, dir, id, shutdown).await
+}
+
+async fn coordinator_with(
+    raft_id: u64,
+    cluster_listen: SocketAddr,
+    bootstrap: Bootstrap,
+    dir: &std::path::Path,
+    id: &ClusterIdentity,
+    shutdown: &CancellationToken,
+) -> Coordinator {
     start_coordinator(
         CoordinatorSettings {
-            id: 1,
+            id: raft_id,
             http_listen: "127.0.0.1:0".parse().expect("addr"),
-            cluster_listen: "127.0.0.1:0".parse().expect("addr"),
+            cluster_listen,
             data_dir: dir.to_owned(),
             join_token: TOKEN.into(),
-            bootstrap: Bootstrap::Solo,
+            bootstrap,
             raft: RaftTimings {
                 heartbeat_ms: 50,
                 election_timeout_min_ms: 150,
                 election_timeout_max_ms: 300,
+                snapshot_every: 10,
             },
             node_timeout: Duration::from_secs(1),
         },
@@ -283,4 +296,114 @@ async fn a_node_joins_goes_down_and_comes_back() {
     let _again = start(shutdown.clone(), node.addr).await;
     wait_until("node up again", Duration::from_secs(10), is_up(true)).await;
     shutdown.cancel();
+}
+
+/// A coordinator that was down while the others took snapshots and purged their logs catches up
+/// from a snapshot sent over QUIC (openraft's InstallSnapshot through our network and store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_coordinator_catches_up_from_a_snapshot() {
+    use quiver_coordinator::cluster::types::CoordinatorNode;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = GeneratedCa::generate("test CA").expect("ca");
+    let id = identity(&ca, "coordinator", &[Role::Coordinator]);
+    let addrs: Vec<SocketAddr> = (0..3)
+        .map(|_| {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe port");
+            socket.local_addr().expect("addr")
+        })
+        .collect();
+    let members: std::collections::BTreeMap<u64, CoordinatorNode> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| {
+            let node = CoordinatorNode {
+                cluster_addr: addr.to_string(),
+                http_addr: "127.0.0.1:1".into(),
+            };
+            (i as u64 + 1, node)
+        })
+        .collect();
+    let start = |i: usize, token: CancellationToken| {
+        let dir = dir.path().join(format!("c{i}"));
+        let members = members.clone();
+        let id = id.clone();
+        let addr = addrs[i];
+        async move {
+            coordinator_with(
+                i as u64 + 1,
+                addr,
+                Bootstrap::Members(members),
+                &dir,
+                &id,
+                &token,
+            )
+            .await
+        }
+    };
+    let tokens: Vec<CancellationToken> = (0..3).map(|_| CancellationToken::new()).collect();
+    let mut running = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        running.push(Some(start(i, token.clone()).await));
+    }
+    let leader_id = {
+        let probe = running[0].as_ref().expect("running").control.clone();
+        wait_until("a leader", Duration::from_secs(10), || probe.ready()).await;
+        let leader = probe.raft().metrics().borrow().current_leader;
+        leader.expect("leader")
+    };
+    let leader = running[leader_id as usize - 1]
+        .as_ref()
+        .expect("leader")
+        .control
+        .clone();
+    let lagging = (0..3)
+        .find(|i| *i as u64 + 1 != leader_id)
+        .expect("a follower");
+    tokens[lagging].cancel();
+    if let Some(stopped) = running[lagging].take() {
+        for task in stopped.tasks {
+            let _ = task.await;
+        }
+    }
+    for n in 0..40 {
+        leader
+            .execute(
+                "t",
+                CatalogCommand::RegisterNode {
+                    id: format!("n{n}"),
+                    addr: "127.0.0.1:1".into(),
+                },
+            )
+            .await
+            .expect("command");
+    }
+    wait_until("the leader purged its log", Duration::from_secs(10), || {
+        // Purged well past the stopped coordinator's last entry (a handful at start-up), so
+        // the log alone can no longer bring it up to date.
+        leader
+            .raft()
+            .metrics()
+            .borrow()
+            .purged
+            .is_some_and(|purged| purged.index >= 20)
+    })
+    .await;
+    // In this process the stopped coordinator's socket closes once its connections drain.
+    wait_until(
+        "the stopped coordinator's port is free",
+        Duration::from_secs(20),
+        || std::net::UdpSocket::bind(addrs[lagging]).is_ok(),
+    )
+    .await;
+    let back = start(lagging, CancellationToken::new()).await;
+    let control = back.control.clone();
+    wait_until(
+        "the restarted coordinator caught up",
+        Duration::from_secs(20),
+        || control.state().nodes().count() == 40,
+    )
+    .await;
+    for token in &tokens {
+        token.cancel();
+    }
 }

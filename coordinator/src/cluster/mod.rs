@@ -58,6 +58,9 @@ pub struct RaftTimings {
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
+    /// A snapshot is taken every this many log entries, and as many entries before it are kept
+    /// for followers that lag a little; one that lags more catches up from the snapshot.
+    pub snapshot_every: u64,
 }
 
 impl Default for RaftTimings {
@@ -66,6 +69,7 @@ impl Default for RaftTimings {
             heartbeat_ms: 250,
             election_timeout_min_ms: 1_000,
             election_timeout_max_ms: 2_000,
+            snapshot_every: 1_000,
         }
     }
 }
@@ -122,8 +126,8 @@ impl ControlPlane {
             heartbeat_interval: timings.heartbeat_ms,
             election_timeout_min: timings.election_timeout_min_ms,
             election_timeout_max: timings.election_timeout_max_ms,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(1_000),
-            max_in_snapshot_log_to_keep: 1_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(timings.snapshot_every),
+            max_in_snapshot_log_to_keep: timings.snapshot_every,
             // One chunk carries a whole catalog snapshot in practice.
             snapshot_max_chunk_size: 16 * 1024 * 1024,
             ..Default::default()
