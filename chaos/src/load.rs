@@ -33,9 +33,11 @@ const MAX_CHURN_KEYS: usize = 100_000;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
-    /// Use a running server instead of spawning one (http://127.0.0.1:<port> only).
+    /// Use a running server instead of spawning one (http://127.0.0.1:<port> only). Repeat it
+    /// for a cluster (`make cluster`: 8277, 8278, 8279): `load` spreads requests over all of
+    /// them, set-up and `bench` use the first.
     #[arg(long)]
-    pub endpoint: Option<String>,
+    pub endpoint: Vec<String>,
     /// `quiver` binary to spawn as `quiver dev` on a free port with a temp data dir.
     #[arg(long, default_value_os_t = server::default_quiver_bin())]
     pub quiver_bin: PathBuf,
@@ -51,15 +53,27 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
-    /// Spawns a server unless `--endpoint` was given; returns the endpoint and the owned server.
+    /// Spawns a server unless `--endpoint` was given; returns the endpoint to set up through
+    /// and the owned server.
     pub async fn connect(&self) -> anyhow::Result<(String, Option<DevServer>)> {
-        match &self.endpoint {
+        match self.endpoint.first() {
             Some(endpoint) => Ok((endpoint.clone(), None)),
             None => {
                 let server = DevServer::spawn(&self.quiver_bin, self.unlimited_writes).await?;
                 Ok((server.endpoint.clone(), Some(server)))
             }
         }
+    }
+
+    /// One client per endpoint the load is spread over (`first` when none was given).
+    pub fn clients(&self, first: &str, connections: usize) -> anyhow::Result<Vec<S3VectorsClient>> {
+        if self.endpoint.is_empty() {
+            return Ok(vec![self.client(first, connections)?]);
+        }
+        self.endpoint
+            .iter()
+            .map(|endpoint| self.client(endpoint, connections))
+            .collect()
     }
 
     pub fn client(&self, endpoint: &str, connections: usize) -> anyhow::Result<S3VectorsClient> {
@@ -162,7 +176,9 @@ pub struct LoadReport {
 }
 
 struct Shared {
-    client: S3VectorsClient,
+    /// Requests go to these in turn (one per coordinator of a cluster).
+    clients: Vec<S3VectorsClient>,
+    next_client: AtomicU64,
     workload: Arc<Workload>,
     bucket: String,
     index: String,
@@ -182,6 +198,11 @@ enum Recall {
 }
 
 impl Shared {
+    fn client(&self) -> &S3VectorsClient {
+        let turn = self.next_client.fetch_add(1, Ordering::Relaxed) as usize;
+        &self.clients[turn % self.clients.len()]
+    }
+
     async fn execute(&self, op: Operation, rng: &mut StdRng) -> Result<Option<Recall>, Failure> {
         let w = &self.workload;
         match op {
@@ -198,7 +219,7 @@ impl Shared {
                     filter: filtered.then(|| w.filter_for(q)),
                     return_distance: true,
                 };
-                let keys = self.client.query_keys(&request).await?;
+                let keys = self.client().query_keys(&request).await?;
                 Ok(Some(if filtered {
                     Recall::Filtered(w.recall_of(&keys, &w.truth_filtered[q]))
                 } else {
@@ -229,7 +250,7 @@ impl Shared {
                         })
                         .collect(),
                 };
-                self.client.put_vectors(&request).await?;
+                self.client().put_vectors(&request).await?;
                 let mut churn = self.churn_keys.lock().expect("churn lock");
                 churn.extend(keys);
                 while churn.len() > MAX_CHURN_KEYS {
@@ -247,7 +268,7 @@ impl Shared {
                     index_name: &self.index,
                     keys,
                 };
-                let found = self.client.get_keys(&request).await?;
+                let found = self.client().get_keys(&request).await?;
                 if found.len() != wanted {
                     return Err(crate::client::client_failure(
                         "ChaosGetMissingKeys",
@@ -271,7 +292,7 @@ impl Shared {
                     index_name: &self.index,
                     keys,
                 };
-                self.client.delete_keys(&request).await?;
+                self.client().delete_keys(&request).await?;
                 Ok(None)
             }
         }
@@ -359,7 +380,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<bool> {
     let ingest_rate = workload.data.len() as f64 / ingest_time.as_secs_f64();
 
     let shared = Arc::new(Shared {
-        client,
+        clients: args.server.clients(&endpoint, args.clients)?,
+        next_client: AtomicU64::new(0),
         workload: workload.clone(),
         bucket,
         index,
@@ -419,7 +441,11 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<bool> {
     let plots = write_plots(&args.report, &recorder)?;
     let report = LoadReport {
         command: "load",
-        endpoint,
+        endpoint: if args.server.endpoint.len() > 1 {
+            args.server.endpoint.join(",")
+        } else {
+            endpoint
+        },
         mode: if args.rate.is_some() {
             "open-loop"
         } else {
