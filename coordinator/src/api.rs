@@ -1373,7 +1373,8 @@ async fn query_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Respons
     app.throttle.read(index.uid)?;
     let return_distance = input.return_distance.unwrap_or(false);
     // Results beyond one page are computed once and served from a cursor, so later pages are
-    // stable against writes made in between.
+    // stable against writes made in between (while the pages go to the same coordinator within
+    // the cursor's lifetime; otherwise the query is computed again).
     let fingerprint = query_fingerprint(
         index.uid,
         &query_vector,
@@ -1381,8 +1382,34 @@ async fn query_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Respons
         input.filter.as_ref(),
         enhanced,
     );
-    let (hits, offset, cursor) = match &input.next_token {
-        None => {
+    let cached = match &input.next_token {
+        None => None,
+        Some(token) => {
+            let token: QueryToken = app.tokens.verify(token)?;
+            if token.fingerprint != fingerprint {
+                return Err(ApiError::validation(
+                    "The nextToken does not belong to this query: queryVector, topK, filter and queryMode must be the same as in the first request",
+                ));
+            }
+            // The cursor may live on another coordinator, or have expired; then the query runs
+            // again here and the page is cut from the fresh results.
+            let cursor = app
+                .cursors
+                .get(token.cursor)
+                .filter(|(cursor_fingerprint, _, _)| *cursor_fingerprint == fingerprint);
+            if let Some((_, _, with_metadata)) = &cursor {
+                if return_metadata && !with_metadata {
+                    return Err(ApiError::validation(
+                        "returnMetadata must be the same on every page of a paginated query",
+                    ));
+                }
+            }
+            Some((token, cursor.map(|(_, hits, _)| hits)))
+        }
+    };
+    let (hits, offset, cursor) = match cached {
+        Some((token, Some(hits))) => (hits, token.offset, Some(token.cursor)),
+        first_page_or_miss => {
             let hits = app
                 .data
                 .query(
@@ -1394,25 +1421,8 @@ async fn query_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Respons
                     return_metadata,
                 )
                 .await?;
-            (Arc::new(hits), 0usize, None)
-        }
-        Some(token) => {
-            let token: QueryToken = app.tokens.verify(token)?;
-            let (cursor_fingerprint, hits, with_metadata) =
-                app.cursors.get(token.cursor).ok_or_else(|| {
-                    ApiError::validation("The provided nextToken has expired; run the query again")
-                })?;
-            if cursor_fingerprint != fingerprint || token.fingerprint != fingerprint {
-                return Err(ApiError::validation(
-                    "The nextToken does not belong to this query: queryVector, topK, filter and queryMode must be the same as in the first request",
-                ));
-            }
-            if return_metadata && !with_metadata {
-                return Err(ApiError::validation(
-                    "returnMetadata must be the same on every page of a paginated query",
-                ));
-            }
-            (hits, token.offset, Some(token.cursor))
+            let offset = first_page_or_miss.map_or(0, |(token, _)| token.offset);
+            (Arc::new(hits), offset, None)
         }
     };
     let end = (offset + QUERY_PAGE_SIZE).min(hits.len());

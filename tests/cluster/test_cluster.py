@@ -123,6 +123,18 @@ def test_cluster_scenario(cluster):
                             queryVector={"float32": data[probe_key]}, returnDistance=True)["vectors"]
     assert hits[0]["key"] == probe_key and hits[0]["distance"] < 1e-3, hits
     assert get_keys(s3, "books", "pages", list(data)) == set(data)
+    # A paginated query (topK 250, pages of 100) whose pages go to different coordinators.
+    pages, token = [], None
+    for s3v in (s1, s2, s3):
+        kwargs = {"nextToken": token} if token else {}
+        out = s3v.query_vectors(vectorBucketName="books", indexName="pages", topK=250, returnDistance=True,
+                                queryVector={"float32": data[probe_key]}, **kwargs)
+        pages.append(out["vectors"])
+        token = out.get("nextToken")
+    assert [len(p) for p in pages] == [100, 100, 50] and token is None
+    keys = [v["key"] for p in pages for v in p]
+    distances = [v["distance"] for p in pages for v in p]
+    assert len(set(keys)) == 250 and distances == sorted(distances)
 
     st = status(c)
     assert sorted(x["role"] for x in st["coordinators"]) == ["follower", "follower", "leader"]
