@@ -152,11 +152,17 @@ pub enum RowChange {
     PutNode(NodeRecord),
 }
 
+/// How many proposal results the state remembers for idempotent retries.
+pub const REMEMBERED_PROPOSALS: usize = 10_000;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CatalogState {
     buckets: BTreeMap<String, BucketRecord>,
     indexes: BTreeMap<(String, String), IndexRecord>,
     nodes: BTreeMap<String, NodeRecord>,
+    /// Results of the last [`REMEMBERED_PROPOSALS`] proposals by id, oldest first in `order`.
+    results: BTreeMap<u128, Result<(), CatalogError>>,
+    order: std::collections::VecDeque<u128>,
 }
 
 impl CatalogState {
@@ -278,6 +284,26 @@ impl CatalogState {
                 Ok(vec![RowChange::PutNode(record)])
             }
         }
+    }
+
+    /// Plans and applies `command` as proposal `id`. A proposal applied before (the same id,
+    /// retried after an unknown outcome) answers its first result and changes nothing; id 0 is
+    /// never remembered. Deterministic, as a Raft state machine must be.
+    pub fn apply(&mut self, id: u128, command: CatalogCommand) -> Result<(), CatalogError> {
+        if let Some(result) = self.results.get(&id) {
+            return result.clone();
+        }
+        let result = self.plan(command).map(|rows| self.apply_rows(rows));
+        if id != 0 {
+            self.results.insert(id, result.clone());
+            self.order.push_back(id);
+            while self.order.len() > REMEMBERED_PROPOSALS {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.results.remove(&oldest);
+                }
+            }
+        }
+        result
     }
 
     pub fn apply_rows(&mut self, rows: Vec<RowChange>) {
@@ -425,6 +451,36 @@ mod tests {
             index_mode: "ENHANCED".into(),
             shards: vec![],
         }
+    }
+
+    #[test]
+    fn a_retried_proposal_answers_its_first_result() {
+        let mut state = CatalogState::default();
+        assert!(state
+            .apply(7, CatalogCommand::CreateBucket(bucket("b1")))
+            .is_ok());
+        // The same proposal again (a retry after a timeout): the first answer, no Conflict.
+        assert!(state
+            .apply(7, CatalogCommand::CreateBucket(bucket("b1")))
+            .is_ok());
+        // A new proposal with the same command is a new request.
+        assert!(matches!(
+            state.apply(8, CatalogCommand::CreateBucket(bucket("b1"))),
+            Err(CatalogError::BucketExists)
+        ));
+        // Only the last REMEMBERED_PROPOSALS are kept.
+        for id in 100..(100 + REMEMBERED_PROPOSALS as u128) {
+            let _ = state.apply(
+                id,
+                CatalogCommand::DeleteBucket {
+                    name: "none".into(),
+                },
+            );
+        }
+        assert!(matches!(
+            state.apply(7, CatalogCommand::CreateBucket(bucket("b1"))),
+            Err(CatalogError::BucketExists)
+        ));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use quiver_coordinator::auth::AuthConfig;
 use quiver_coordinator::catalog::{Catalog, CatalogCommand};
 use quiver_coordinator::cluster::network::call;
 use quiver_coordinator::cluster::peer::{PeerRequest, PeerResponse};
+use quiver_coordinator::cluster::types::Proposal;
 use quiver_coordinator::cluster::RaftTimings;
 use quiver_coordinator::process::{
     start_coordinator, start_node, ApiSettings, Bootstrap, Coordinator, CoordinatorSettings,
@@ -208,10 +209,10 @@ async fn garbage_and_bad_heartbeats_are_refused_and_change_nothing() {
         (Role::Node, PeerRequest::ReadIndex),
         (
             Role::Admin,
-            PeerRequest::Execute(CatalogCommand::RegisterNode {
+            PeerRequest::Execute(Proposal::retryable(CatalogCommand::RegisterNode {
                 id: "x".into(),
                 addr: "127.0.0.1:1".into(),
-            }),
+            })),
         ),
         (Role::Coordinator, PeerRequest::RemoveCoordinator { id: 1 }),
     ] {

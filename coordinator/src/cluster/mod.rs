@@ -38,7 +38,7 @@ use self::network::{call, Network, PeerError};
 use self::peer::{
     ClusterStatus, CoordinatorStatus, NodeStatus, PeerRequest, PeerResponse, ShardStatus,
 };
-use self::types::{CoordinatorNode, Raft};
+use self::types::{CoordinatorNode, Proposal, Raft};
 use crate::catalog::{Catalog, CatalogCommand, CatalogError, CatalogState};
 
 /// How long a control-plane write may look for a leader before it fails with 503.
@@ -223,12 +223,14 @@ impl ControlPlane {
         command: CatalogCommand,
     ) -> Result<(), CatalogError> {
         let deadline = Instant::now() + EXECUTE_TIMEOUT;
+        // One id for every attempt: a retry of a proposal that did commit answers its result.
+        let proposal = Proposal::retryable(command);
         loop {
-            match self.raft.client_write(command.clone()).await {
+            match self.raft.client_write(proposal.clone()).await {
                 Ok(response) => return response.data,
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                     if let Some(leader) = forward.leader_node {
-                        let request = PeerRequest::Execute(command.clone());
+                        let request = PeerRequest::Execute(proposal.clone());
                         match call(
                             &self.transport,
                             &leader.cluster_addr,
@@ -319,7 +321,7 @@ impl ControlPlane {
                 Ok(response) => PeerResponse::InstallSnapshot(response),
                 Err(e) => failed(&e),
             },
-            PeerRequest::Execute(command) => match self.raft.client_write(command).await {
+            PeerRequest::Execute(proposal) => match self.raft.client_write(proposal).await {
                 Ok(response) => PeerResponse::Executed {
                     result: response.data,
                     index: response.log_id.index,
@@ -426,7 +428,7 @@ impl ControlPlane {
         };
         if let Some(command) = change {
             tracing::info!(node = %hello.node_id, addr = %hello.addr, "node is up");
-            if let Err(error) = self.raft.client_write(command).await {
+            if let Err(error) = self.raft.client_write(Proposal::once(command)).await {
                 return ControlResponse::Unavailable(error.to_string());
             }
         }
@@ -482,7 +484,7 @@ impl ControlPlane {
                 tracing::warn!(node = %id, "node missed its heartbeats; marking it down");
                 if let Err(error) = self
                     .raft
-                    .client_write(CatalogCommand::SetNodeUp { id, up: false })
+                    .client_write(Proposal::once(CatalogCommand::SetNodeUp { id, up: false }))
                     .await
                 {
                     tracing::warn!(%error, "could not mark the node down");

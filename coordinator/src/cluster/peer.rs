@@ -8,8 +8,7 @@ use openraft::raft::{
 use quiver_node::tls::{Role, Roles};
 use serde::{Deserialize, Serialize};
 
-use super::types::{CommandResult, CoordinatorNode, TypeConfig};
-use crate::catalog::CatalogCommand;
+use super::types::{CommandResult, CoordinatorNode, Proposal, TypeConfig};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
@@ -17,7 +16,7 @@ pub enum PeerRequest {
     Vote(VoteRequest<u64>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// A control-plane command forwarded to the leader.
-    Execute(CatalogCommand),
+    Execute(Proposal),
     /// Asks the leader for a read index: it confirms its leadership with a quorum and answers
     /// the log index a linearizable read must wait for.
     ReadIndex,

@@ -391,9 +391,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => results.push(Ok(())),
-                EntryPayload::Normal(command) => {
-                    let mut state = self.state.write();
-                    let result = state.plan(command).map(|rows| state.apply_rows(rows));
+                EntryPayload::Normal(proposal) => {
+                    let result = self.state.write().apply(proposal.id, proposal.command);
                     results.push(result);
                 }
                 EntryPayload::Membership(membership) => {
