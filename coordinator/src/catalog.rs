@@ -141,6 +141,8 @@ pub enum CatalogCommand {
         id: String,
         up: bool,
     },
+    /// Names the cluster, once: later attempts change nothing.
+    SetClusterId(u128),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,6 +152,7 @@ pub enum RowChange {
     PutIndex(IndexRecord),
     DeleteIndex(String, String),
     PutNode(NodeRecord),
+    SetClusterId(u128),
 }
 
 /// How many proposal results the state remembers for idempotent retries.
@@ -160,6 +163,8 @@ pub struct CatalogState {
     buckets: BTreeMap<String, BucketRecord>,
     indexes: BTreeMap<(String, String), IndexRecord>,
     nodes: BTreeMap<String, NodeRecord>,
+    /// Random id chosen when the first node joins; nodes refuse assignments from another cluster.
+    cluster_id: Option<u128>,
     /// Results of the last [`REMEMBERED_PROPOSALS`] proposals by id, oldest first in `order`.
     results: BTreeMap<u128, Result<(), CatalogError>>,
     order: std::collections::VecDeque<u128>,
@@ -283,6 +288,10 @@ impl CatalogState {
                 record.up = up;
                 Ok(vec![RowChange::PutNode(record)])
             }
+            CatalogCommand::SetClusterId(id) => Ok(match self.cluster_id {
+                Some(_) => vec![],
+                None => vec![RowChange::SetClusterId(id)],
+            }),
         }
     }
 
@@ -325,8 +334,15 @@ impl CatalogState {
                 RowChange::PutNode(node) => {
                     self.nodes.insert(node.id.clone(), node);
                 }
+                RowChange::SetClusterId(id) => {
+                    self.cluster_id = Some(id);
+                }
             }
         }
+    }
+
+    pub fn cluster_id(&self) -> Option<u128> {
+        self.cluster_id
     }
 
     pub fn node(&self, id: &str) -> Option<&NodeRecord> {

@@ -217,5 +217,6 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     for task in coordinator.tasks.into_iter().chain(node.tasks) {
         let _ = task.await;
     }
+    node.service.shutdown().await;
     Ok(())
 }

@@ -390,5 +390,6 @@ pub async fn run_node(
     for task in node.tasks {
         let _ = task.await;
     }
+    node.service.shutdown().await;
     Ok(())
 }

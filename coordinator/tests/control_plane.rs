@@ -408,3 +408,95 @@ async fn a_lagging_coordinator_catches_up_from_a_snapshot() {
         token.cancel();
     }
 }
+
+/// A node that joined one cluster ignores a different control plane (wiped or wrong
+/// coordinators) instead of dropping the shards it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_never_follows_another_cluster() {
+    use quiver_coordinator::catalog::{BucketRecord, IndexRecord, ShardPlacement};
+    use quiver_proto::{DistanceMetric, HashRange, IndexUid};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = GeneratedCa::generate("test CA").expect("ca");
+    let coordinator_identity = identity(&ca, "coordinator", &[Role::Coordinator]);
+    let node_identity = identity(&ca, "node-1", &[Role::Node]);
+    let first = CancellationToken::new();
+    let a = coordinator(&dir.path().join("a"), &coordinator_identity, &first).await;
+    let start_node_at = |coordinator: SocketAddr, stop: CancellationToken| {
+        let settings = NodeSettings {
+            id: "node-1".into(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            advertise: None,
+            data_dir: dir.path().join("n"),
+            coordinators: vec![coordinator],
+            join_token: TOKEN.into(),
+            heartbeat_interval: Duration::from_millis(100),
+            shard: Default::default(),
+            http_listen: None,
+        };
+        let node_identity = node_identity.clone();
+        async move {
+            start_node(settings, &node_identity, stop)
+                .await
+                .expect("node")
+        }
+    };
+    let node_stop = CancellationToken::new();
+    let mut node = start_node_at(a.cluster_addr, node_stop.clone()).await;
+    node.joined.wait_for(|j| *j).await.expect("joined");
+    let bucket = BucketRecord {
+        name: "b".into(),
+        creation_time: 0.0,
+        encryption: Default::default(),
+        tags: Default::default(),
+        default_index_mode: "ENHANCED".into(),
+        policy: None,
+    };
+    a.control
+        .execute("t", CatalogCommand::CreateBucket(bucket))
+        .await
+        .expect("bucket");
+    let index = IndexRecord {
+        bucket: "b".into(),
+        name: "i".into(),
+        uid: IndexUid(42),
+        creation_time: 0.0,
+        dimension: 4,
+        metric: DistanceMetric::Euclidean,
+        non_filterable_keys: None,
+        encryption: None,
+        tags: Default::default(),
+        index_mode: "ENHANCED".into(),
+        shards: vec![ShardPlacement {
+            shard: 0,
+            range: HashRange::split(0, 1),
+            node: "node-1".into(),
+        }],
+    };
+    a.control
+        .execute("t", CatalogCommand::CreateIndex(index))
+        .await
+        .expect("index");
+    let service = node.service.clone();
+    wait_until(
+        "the node created its shard",
+        Duration::from_secs(10),
+        || service.shard_count() == 1,
+    )
+    .await;
+    node_stop.cancel();
+    for task in node.tasks.drain(..) {
+        let _ = task.await;
+    }
+    node.service.shutdown().await;
+    drop(service);
+    drop(node);
+    let other = coordinator(&dir.path().join("b"), &coordinator_identity, &first).await;
+    let node = start_node_at(other.cluster_addr, first.clone()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !*node.joined.borrow(),
+        "the node must not join another cluster"
+    );
+    assert_eq!(node.service.shard_count(), 1, "and keeps its shard");
+    first.cancel();
+}

@@ -68,8 +68,13 @@ pub async fn run(
                 )
                 .await;
             match answer {
-                Ok(ControlResponse::Assignments { shards }) => {
+                Ok(ControlResponse::Assignments { cluster_id, shards }) => {
                     leader = Some(target);
+                    if let Err(error) = service.check_cluster(cluster_id) {
+                        // Following another cluster's assignments would drop every shard here.
+                        tracing::error!(%error, "refusing the control plane's assignments");
+                        break;
+                    }
                     match service.reconcile(shards, asked_at).await {
                         Ok(changes) => {
                             if !changes.created.is_empty() || !changes.dropped.is_empty() {

@@ -463,6 +463,27 @@ impl NodeService {
         Ok(service)
     }
 
+    /// Stops every shard actor (each finishes the batch it is applying; everything acknowledged
+    /// is already durable) and the supervisor, closing the shards' stores.
+    pub async fn shutdown(&self) {
+        let shards: Vec<(ShardSpec, ShardSlot)> = self
+            .registry
+            .shards
+            .write()
+            .drain()
+            .map(|(_, entry)| entry)
+            .collect();
+        self.supervisor.stop(None);
+        for (_, slot) in shards {
+            if let ShardSlot::Ready { actor, .. } = slot {
+                let _ = actor
+                    .stop_and_wait(None, Some(Duration::from_secs(30)))
+                    .await;
+            }
+        }
+        self.opened_at.lock().clear();
+    }
+
     pub fn shard_count(&self) -> usize {
         self.registry.shards.read().len()
     }
@@ -472,6 +493,38 @@ impl NodeService {
         let mut ids: Vec<ShardId> = self.registry.shards.read().keys().copied().collect();
         ids.sort();
         ids
+    }
+
+    /// Checks that assignments come from the cluster this node belongs to: the first cluster id
+    /// seen is written (fsynced) to `<data-dir>/cluster-id`; another id later is refused, so a
+    /// node pointed at a new or wrong control plane never drops the shards it holds.
+    pub fn check_cluster(&self, cluster_id: u128) -> Result<(), NodeError> {
+        let path = self.data_dir.join("cluster-id");
+        let storage = |e: std::io::Error| NodeError::Storage(format!("{}: {e}", path.display()));
+        let wanted = format!("{cluster_id:032x}");
+        match std::fs::read_to_string(&path) {
+            Ok(existing) if existing.trim() == wanted => Ok(()),
+            Ok(existing) => Err(NodeError::InvalidRequest(format!(
+                "this node belongs to cluster {}, but the control plane is cluster {wanted}",
+                existing.trim()
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                use std::io::Write;
+                let tmp = path.with_extension("tmp");
+                let mut file = std::fs::File::create(&tmp).map_err(storage)?;
+                file.write_all(wanted.as_bytes()).map_err(storage)?;
+                file.sync_all().map_err(storage)?;
+                std::fs::rename(&tmp, &path).map_err(storage)?;
+                if let Some(dir) = path.parent() {
+                    std::fs::File::open(dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(storage)?;
+                }
+                tracing::info!(cluster = %wanted, "joined a cluster");
+                Ok(())
+            }
+            Err(e) => Err(storage(e)),
+        }
     }
 
     /// Makes the hosted shards match `assigned`, the control plane's list for this node as read

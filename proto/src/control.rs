@@ -39,8 +39,12 @@ impl ControlRequest {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ControlResponse {
-    /// Every shard the node should host, read linearizably from the control plane.
-    Assignments { shards: Vec<ShardSpec> },
+    /// Every shard the node should host, read linearizably from the control plane, and the id
+    /// of the cluster that says so (a node only ever follows the cluster it first joined).
+    Assignments {
+        cluster_id: u128,
+        shards: Vec<ShardSpec>,
+    },
     /// This coordinator is not the leader; try the leader's QUIC address if known.
     NotLeader { leader: Option<String> },
     /// Answer to a [`ControlRequest::Peer`].

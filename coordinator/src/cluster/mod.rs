@@ -432,11 +432,23 @@ impl ControlPlane {
                 return ControlResponse::Unavailable(error.to_string());
             }
         }
+        if self.state.read().cluster_id().is_none() {
+            // Named once, when the first node joins; every later answer carries the same id.
+            let name = CatalogCommand::SetClusterId(uuid::Uuid::new_v4().as_u128());
+            if let Err(error) = self.raft.client_write(Proposal::once(name)).await {
+                return ControlResponse::Unavailable(error.to_string());
+            }
+        }
         if let Err(error) = self.raft.ensure_linearizable().await {
             return ControlResponse::Unavailable(error.to_string());
         }
+        let state = self.state.read();
+        let Some(cluster_id) = state.cluster_id() else {
+            return ControlResponse::Unavailable("the cluster has no id yet".into());
+        };
         ControlResponse::Assignments {
-            shards: self.state.read().assignments(&hello.node_id),
+            cluster_id,
+            shards: state.assignments(&hello.node_id),
         }
     }
 
