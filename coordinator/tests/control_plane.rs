@@ -119,7 +119,6 @@ fn hello(node_id: &str, addr: &str, token: &str) -> ControlRequest {
         node_id: node_id.into(),
         addr: addr.into(),
         join_token: token.into(),
-        shard_count: 0,
     })
 }
 

@@ -54,7 +54,6 @@ pub async fn run(
             node_id: config.node_id.clone(),
             addr: config.advertise.to_string(),
             join_token: config.join_token.clone(),
-            shard_count: u32::try_from(service.shard_count()).unwrap_or(u32::MAX),
         };
         for _ in 0..=MAX_REDIRECTS {
             let target = leader.unwrap_or(config.coordinators[next % config.coordinators.len()]);

@@ -16,8 +16,6 @@ pub struct NodeHello {
     pub addr: String,
     /// The cluster's join token: a shared secret on top of mutual TLS.
     pub join_token: String,
-    /// Shards the node hosts right now (for the operator's view).
-    pub shard_count: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
