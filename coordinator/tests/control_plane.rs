@@ -87,6 +87,25 @@ async fn coordinator_with(
     .expect("coordinator")
 }
 
+/// node-1 with its data in `data_dir`, heartbeating to `coordinator` every 100 ms.
+fn node_settings(
+    data_dir: &std::path::Path,
+    listen: SocketAddr,
+    coordinator: SocketAddr,
+) -> NodeSettings {
+    NodeSettings {
+        id: "node-1".into(),
+        listen,
+        advertise: None,
+        data_dir: data_dir.to_owned(),
+        coordinators: vec![coordinator],
+        join_token: TOKEN.into(),
+        heartbeat_interval: Duration::from_millis(100),
+        shard: Default::default(),
+        http_listen: None,
+    }
+}
+
 async fn wait_until(what: &str, timeout: Duration, check: impl Fn() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {
@@ -258,17 +277,7 @@ async fn a_node_joins_goes_down_and_comes_back() {
     let control = Arc::clone(&c.control);
     let node_identity = identity(&ca, "node-1", &[Role::Node]);
     let start = |stop: CancellationToken, listen: SocketAddr| {
-        let settings = NodeSettings {
-            id: "node-1".into(),
-            listen,
-            advertise: None,
-            data_dir: dir.path().join("n"),
-            coordinators: vec![c.cluster_addr],
-            join_token: TOKEN.into(),
-            heartbeat_interval: Duration::from_millis(100),
-            shard: Default::default(),
-            http_listen: None,
-        };
+        let settings = node_settings(&dir.path().join("n"), listen, c.cluster_addr);
         let node_identity = node_identity.clone();
         async move {
             start_node(settings, &node_identity, stop)
@@ -421,17 +430,8 @@ async fn a_node_never_follows_another_cluster() {
     let first = CancellationToken::new();
     let a = coordinator(&dir.path().join("a"), &coordinator_identity, &first).await;
     let start_node_at = |coordinator: SocketAddr, stop: CancellationToken| {
-        let settings = NodeSettings {
-            id: "node-1".into(),
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            advertise: None,
-            data_dir: dir.path().join("n"),
-            coordinators: vec![coordinator],
-            join_token: TOKEN.into(),
-            heartbeat_interval: Duration::from_millis(100),
-            shard: Default::default(),
-            http_listen: None,
-        };
+        let any_port = "127.0.0.1:0".parse().expect("addr");
+        let settings = node_settings(&dir.path().join("n"), any_port, coordinator);
         let node_identity = node_identity.clone();
         async move {
             start_node(settings, &node_identity, stop)
