@@ -227,14 +227,12 @@ async fn dispatch(
         Ok(ctx) => ctx,
         Err(error) => return error.into_response(),
     };
-    if CONTROL_READS.contains(&operation.as_str()) {
-        // Reads of the catalog itself are linearizable: a change made through any coordinator
-        // before this request started is visible (they are cheap and rare next to data calls).
-        if let Err(error) = app.catalog.sync().await {
-            return ApiError::from(error).into_response();
-        }
-    }
-    let result = with_read_barrier(&app, || operate(&app, &operation, &body, &ctx)).await;
+    // Reads of the catalog itself are linearizable (cheap and rare next to data calls).
+    let control_read = CONTROL_READS.contains(&operation.as_str());
+    let result = with_read_barrier(&app, control_read, || {
+        operate(&app, &operation, &body, &ctx)
+    })
+    .await;
     match result {
         Ok(response) => response,
         Err(error) => {
@@ -249,15 +247,24 @@ async fn dispatch(
     }
 }
 
-/// Runs `attempt`; when it answers NotFound, runs it once more after a linearizable read
-/// barrier. This coordinator may not yet have applied a change committed through another one;
-/// after the barrier, anything created before this request started is visible. A NotFound
-/// answer changed nothing, so the second attempt is safe.
-async fn with_read_barrier<F, Fut>(app: &AppState, attempt: F) -> Result<Response, ApiError>
+/// Runs `attempt` so that it sees every change committed (through any coordinator) before
+/// this request started: after a linearizable read barrier when `always`, otherwise from the
+/// local state, and once more after the barrier only if that answered NotFound (this
+/// coordinator may not yet have applied a change committed elsewhere; a NotFound answer
+/// changed nothing, so the second attempt is safe).
+async fn with_read_barrier<F, Fut>(
+    app: &AppState,
+    always: bool,
+    attempt: F,
+) -> Result<Response, ApiError>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<Response, ApiError>>,
 {
+    if always {
+        app.catalog.sync().await?;
+        return attempt().await;
+    }
     let result = attempt().await;
     if !result.as_ref().is_err_and(ApiError::is_not_found) {
         return result;
@@ -1753,12 +1760,9 @@ async fn tags_dispatch(
         Ok(ctx) => ctx,
         Err(error) => return error.into_response(),
     };
-    if method == axum::http::Method::GET {
-        if let Err(error) = app.catalog.sync().await {
-            return ApiError::from(error).into_response();
-        }
-    }
-    let result = with_read_barrier(&app, || {
+    // Listing tags is a read of the catalog: linearizable, as in `dispatch`.
+    let control_read = method == axum::http::Method::GET;
+    let result = with_read_barrier(&app, control_read, || {
         tags_operation(&app, &ctx, &method, &arn, uri.query(), &body)
     })
     .await;
