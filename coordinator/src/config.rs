@@ -277,13 +277,7 @@ impl NodeConfig {
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let valid_id = !self.id.is_empty()
-            && self.id.len() <= 64
-            && self
-                .id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid_id {
+        if !quiver_proto::valid_node_id(&self.id) {
             return Err(invalid(path, "id must be 1-64 characters [A-Za-z0-9._-]"));
         }
         if self.coordinators.is_empty() {

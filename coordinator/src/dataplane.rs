@@ -26,10 +26,6 @@ pub struct DataPlane {
     catalog: Arc<dyn Catalog>,
 }
 
-fn shard_id(index: &IndexRecord, placement: &ShardPlacement) -> ShardId {
-    index.shard_id(placement)
-}
-
 /// Splits `items` by the shard that owns each item's key, preserving order within a shard.
 pub fn group_by_shard<T>(
     shard_count: u32,
@@ -127,7 +123,7 @@ impl DataPlane {
             self.call(
                 &placement.node,
                 request_id,
-                NodeRequest::DropShard(shard_id(index, placement)),
+                NodeRequest::DropShard(index.shard_id(placement)),
             )
         }))
         .await;
@@ -166,7 +162,7 @@ impl DataPlane {
             .map(|(shard, ops)| {
                 let placement = Self::placement(index, shard)?;
                 let request = NodeRequest::Write {
-                    shard: shard_id(index, placement),
+                    shard: index.shard_id(placement),
                     ops,
                 };
                 Ok(self.call(&placement.node, request_id, request))
@@ -194,7 +190,7 @@ impl DataPlane {
             .map(|(shard, keys)| {
                 let placement = Self::placement(index, shard)?;
                 let request = NodeRequest::Get {
-                    shard: shard_id(index, placement),
+                    shard: index.shard_id(placement),
                     keys,
                     return_data,
                     return_metadata,
@@ -225,7 +221,7 @@ impl DataPlane {
     ) -> Result<(Vec<VectorRecord>, bool), ApiError> {
         let calls = index.shards.iter().map(|placement| {
             let request = NodeRequest::List {
-                shard: shard_id(index, placement),
+                shard: index.shard_id(placement),
                 after: after.clone(),
                 limit,
                 range,
@@ -261,7 +257,7 @@ impl DataPlane {
             by_node
                 .entry(placement.node.as_str())
                 .or_default()
-                .push(shard_id(index, placement));
+                .push(index.shard_id(placement));
         }
         let calls = by_node.into_iter().map(|(node, shards)| {
             let request = NodeRequest::SearchShards {

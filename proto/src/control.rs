@@ -7,6 +7,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::messages::{NodeError, ShardSpec};
 
+/// Longest node id.
+pub const MAX_NODE_ID_LEN: usize = 64;
+
+/// The rule for node ids: 1-64 characters `[A-Za-z0-9._-]` (they appear in shard maps, metrics
+/// labels and file names).
+pub fn valid_node_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_NODE_ID_LEN
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// What a node says about itself every heartbeat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeHello {

@@ -31,7 +31,7 @@ use parking_lot::{Mutex, RwLock};
 use quiver_node::client::QuicTransport;
 use quiver_node::server::RpcService;
 use quiver_node::tls::{Role, Roles};
-use quiver_proto::{ControlRequest, ControlResponse, NodeError, NodeHello};
+use quiver_proto::{valid_node_id, ControlRequest, ControlResponse, NodeError, NodeHello};
 use tokio_util::sync::CancellationToken;
 
 use self::network::{call, Network, PeerError};
@@ -50,8 +50,6 @@ const APPLY_WAIT: Duration = Duration::from_secs(5);
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How often the leader checks for silent nodes.
 const LIVENESS_TICK: Duration = Duration::from_millis(500);
-/// Longest node id a heartbeat may carry.
-const MAX_NODE_ID_LEN: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct RaftTimings {
@@ -392,13 +390,7 @@ impl ControlPlane {
             tracing::warn!(node = %hello.node_id, "heartbeat with a wrong join token");
             return ControlResponse::Unauthorized;
         }
-        let valid_id = !hello.node_id.is_empty()
-            && hello.node_id.len() <= MAX_NODE_ID_LEN
-            && hello
-                .node_id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid_id || hello.addr.parse::<SocketAddr>().is_err() {
+        if !valid_node_id(&hello.node_id) || hello.addr.parse::<SocketAddr>().is_err() {
             return ControlResponse::Rejected(NodeError::InvalidRequest(
                 "node id must be 1-64 characters [A-Za-z0-9._-] and addr a socket address".into(),
             ));
