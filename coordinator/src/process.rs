@@ -158,15 +158,10 @@ pub async fn start_coordinator(
         )),
         throttle: Throttle::new(api.limits),
     });
-    let http_shutdown = shutdown.clone();
+    let http = serve_http(listener, router(state), shutdown.clone());
     let shutdown_control = control.clone();
     tasks.push(tokio::spawn(async move {
-        let served = axum::serve(listener, router(state))
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-            .await;
-        if let Err(error) = served {
-            tracing::error!(%error, "http server failed");
-        }
+        http.await;
         shutdown_control.shutdown().await;
     }));
     Ok(Coordinator {
@@ -239,15 +234,7 @@ pub async fn start_node(
             .with_context(|| format!("binding {listen}"))?;
         http_addr = Some(listener.local_addr()?);
         let app = node_router(settings.id, service.clone(), joined.clone());
-        let http_shutdown = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "node http server failed");
-            }
-        }));
+        tasks.push(tokio::spawn(serve_http(listener, app, shutdown.clone())));
     }
     Ok(Node {
         service,
@@ -256,6 +243,20 @@ pub async fn start_node(
         joined,
         tasks,
     })
+}
+
+/// Serves `app` on `listener` until `shutdown`, then lets requests in flight finish.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: CancellationToken,
+) {
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(error) = served {
+        tracing::error!(%error, "http server failed");
+    }
 }
 
 /// /health, /ready (joined the cluster) and /metrics of a node.

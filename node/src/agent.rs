@@ -66,7 +66,7 @@ pub async fn run(
                     ControlRequest::Heartbeat(hello.clone()),
                 )
                 .await;
-            match answer {
+            let failure = match answer {
                 Ok(ControlResponse::Assignments { cluster_id, shards }) => {
                     leader = Some(target);
                     if let Err(error) = service.check_cluster(cluster_id) {
@@ -89,31 +89,26 @@ pub async fn run(
                     break;
                 }
                 Ok(ControlResponse::NotLeader { leader: hint }) => {
-                    leader = hint.and_then(|h| h.parse().ok());
-                    if leader.is_none() {
-                        next += 1;
-                        break;
+                    match hint.and_then(|h| h.parse().ok()) {
+                        Some(addr) => {
+                            leader = Some(addr);
+                            continue;
+                        }
+                        None => "no leader known".to_owned(),
                     }
                 }
                 Ok(ControlResponse::Unauthorized) => {
-                    tracing::error!(coordinator = %target, "the coordinator refused our join token");
-                    leader = None;
-                    next += 1;
-                    break;
+                    tracing::error!(coordinator = %target, "the coordinator refused our join token or certificate");
+                    "unauthorized".to_owned()
                 }
-                Ok(other) => {
-                    tracing::debug!(coordinator = %target, ?other, "heartbeat not accepted");
-                    leader = None;
-                    next += 1;
-                    break;
-                }
-                Err(error) => {
-                    tracing::debug!(coordinator = %target, %error, "heartbeat failed");
-                    leader = None;
-                    next += 1;
-                    break;
-                }
-            }
+                Ok(other) => format!("{other:?}"),
+                Err(error) => error.to_string(),
+            };
+            // Try the next coordinator at the next tick.
+            tracing::debug!(coordinator = %target, %failure, "heartbeat not accepted");
+            leader = None;
+            next += 1;
+            break;
         }
     }
 }

@@ -403,20 +403,17 @@ impl ControlPlane {
         self.last_seen
             .lock()
             .insert(hello.node_id.clone(), Instant::now());
+        // Registering (new node or new address) also marks the node up.
         let change = match self.state.read().node(&hello.node_id) {
-            None => Some(CatalogCommand::RegisterNode {
-                id: hello.node_id.clone(),
-                addr: hello.addr.clone(),
-            }),
-            Some(node) if node.addr != hello.addr => Some(CatalogCommand::RegisterNode {
-                id: hello.node_id.clone(),
-                addr: hello.addr.clone(),
-            }),
-            Some(node) if !node.up => Some(CatalogCommand::SetNodeUp {
+            Some(node) if node.addr == hello.addr && node.up => None,
+            Some(node) if node.addr == hello.addr => Some(CatalogCommand::SetNodeUp {
                 id: hello.node_id.clone(),
                 up: true,
             }),
-            Some(_) => None,
+            _ => Some(CatalogCommand::RegisterNode {
+                id: hello.node_id.clone(),
+                addr: hello.addr.clone(),
+            }),
         };
         if let Some(command) = change {
             tracing::info!(node = %hello.node_id, addr = %hello.addr, "node is up");
