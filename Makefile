@@ -15,7 +15,7 @@ deps:
 	@scripts/install-deps.sh
 
 build: deps
-	cargo build --release -p quiver-coordinator --bin quiver
+	cargo build --release -p quiver --bin quiver
 
 ## Start the embedded single-process cluster (coordinator + node over loopback QUIC).
 run: build
@@ -29,7 +29,7 @@ unit: deps
 	cargo test --workspace
 
 api: deps
-	cargo build -p quiver-coordinator --bin quiver
+	cargo build -p quiver --bin quiver
 	QUIVER_BIN=$(CARGO_TARGET_DIR)/debug/quiver tests/api/run.sh
 
 ## A local cluster: 3 coordinators (HTTP 8277-8279) and 3 nodes as separate processes, state in
@@ -46,7 +46,7 @@ cluster-status:
 
 ## The multi-process cluster test (kill -9 of a leader and a node, whole-cluster restart, foreign CA).
 cluster-test: deps
-	cargo build -p quiver-coordinator --bin quiver
+	cargo build -p quiver --bin quiver
 	QUIVER_BIN=$(CARGO_TARGET_DIR)/debug/quiver QUIVER_TESTS=tests/cluster tests/api/run.sh -s
 
 ## Everything CI runs: formatting, lints, Rust tests, the end-to-end API suite with boto3, the
@@ -60,14 +60,14 @@ CHAOS_RELEASE = $(CARGO_TARGET_DIR)/release/quiver-chaos
 
 ## Raw in-process FAISS vs Quiver end to end, 200,000 x 128 (release build).
 bench: deps
-	cargo build --release -p quiver-coordinator -p quiver-chaos
+	cargo build --release -p quiver -p quiver-chaos
 	$(CHAOS_RELEASE) bench --count 200000 --dimension 128 --clusters 1000 --queries 1000 \
 	  --threads 4 --query-seconds 20 --quiver-bin $(CARGO_TARGET_DIR)/release/quiver \
 	  --report $(CARGO_TARGET_DIR)/quiver-chaos-bench.json
 
 ## Tiny bench for CI: fails on recall below the floor or any non-throttling error.
 bench-smoke: deps
-	cargo build -p quiver-coordinator -p quiver-chaos
+	cargo build -p quiver -p quiver-chaos
 	$(CHAOS_DEBUG) bench --count 5000 --dimension 32 --queries 200 --threads 4 \
 	  --query-seconds 2 --min-recall 0.9 --quiver-bin $(CARGO_TARGET_DIR)/debug/quiver \
 	  --report $(CARGO_TARGET_DIR)/quiver-chaos-bench-smoke.json
@@ -75,13 +75,13 @@ bench-smoke: deps
 ## Closed-loop load with the default mix against a release server (override with LOAD_ARGS).
 LOAD_ARGS ?= --clients 64 --duration 30 --count 50000 --dimension 128
 load: deps
-	cargo build --release -p quiver-coordinator -p quiver-chaos
+	cargo build --release -p quiver -p quiver-chaos
 	$(CHAOS_RELEASE) load $(LOAD_ARGS) --quiver-bin $(CARGO_TARGET_DIR)/release/quiver \
 	  --report $(CARGO_TARGET_DIR)/quiver-chaos-load.json
 
 ## Short load for CI: 200 clients, 10 s or 3,000 requests; fails on errors other than 429.
 load-smoke: deps
-	cargo build -p quiver-coordinator -p quiver-chaos
+	cargo build -p quiver -p quiver-chaos
 	$(CHAOS_DEBUG) load --clients 200 --duration 10 --requests 3000 --count 5000 --dimension 32 \
 	  --queries 200 --strict --min-recall 0.9 --quiver-bin $(CARGO_TARGET_DIR)/debug/quiver \
 	  --report $(CARGO_TARGET_DIR)/quiver-chaos-load-smoke.json

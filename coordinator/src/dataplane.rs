@@ -3,12 +3,11 @@
 //! functions; the async code only carries requests and deadlines.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::try_join_all;
-use quiver_node::client::NodeTransport;
+use quiver_net::{rpc, Transport};
 use quiver_proto::{
     merge_top_k, shard_for_key, DistanceMetric, Filter, HashRange, Hit, NodeRequest, NodeResponse,
     ShardId, VectorRecord, WriteOp,
@@ -21,7 +20,7 @@ use crate::error::ApiError;
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct DataPlane {
-    transport: Arc<dyn NodeTransport>,
+    transport: Arc<dyn Transport>,
     /// Node addresses and liveness come from here.
     catalog: Arc<dyn Catalog>,
 }
@@ -61,18 +60,18 @@ pub fn merge_pages(
 }
 
 impl DataPlane {
-    pub fn new(transport: Arc<dyn NodeTransport>, catalog: Arc<dyn Catalog>) -> Self {
+    pub fn new(transport: Arc<dyn Transport>, catalog: Arc<dyn Catalog>) -> Self {
         DataPlane { transport, catalog }
     }
 
     /// The address of a node that is up; a retryable 503 for a node that is down or unknown
     /// (never a silently partial answer).
-    fn node_addr(&self, node: &str) -> Result<SocketAddr, ApiError> {
+    fn node_addr(&self, node: &str) -> Result<String, ApiError> {
         let state = self.catalog.state();
         let record = state.node(node).filter(|record| record.up);
-        let addr = record.and_then(|record| record.addr.parse().ok());
+        let addr = record.map(|record| record.addr.clone());
         addr.ok_or_else(|| {
-            tracing::warn!(node, "shard's node is down or unknown");
+            // Logged once, with the request, where the API answers it.
             ApiError::ServiceUnavailable(
                 "A shard of this index is unavailable; please retry".into(),
             )
@@ -86,10 +85,8 @@ impl DataPlane {
         request: NodeRequest,
     ) -> Result<NodeResponse, ApiError> {
         let addr = self.node_addr(node)?;
-        let response = self
-            .transport
-            .call(addr, request_id, RPC_TIMEOUT, request)
-            .await?;
+        let response: NodeResponse =
+            rpc(&*self.transport, &addr, request_id, RPC_TIMEOUT, request).await?;
         match response {
             NodeResponse::Error(error) => Err(error.into()),
             other => Ok(other),

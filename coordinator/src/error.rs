@@ -2,7 +2,7 @@
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use quiver_node::client::TransportError;
+use quiver_net::TransportError;
 use quiver_proto::NodeError;
 use serde::Serialize;
 

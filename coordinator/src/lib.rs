@@ -13,23 +13,17 @@
 //! - [`cluster`]: the control plane: openraft over QUIC, node liveness, the admin view.
 //! - [`placement`]: which node gets each shard of a new index.
 //! - [`metrics`]: Prometheus metrics.
-//! - [`config`]: the TOML configuration of `quiver coordinator` and `quiver node`.
-//! - [`process`]: starting a coordinator or a node (shared by every role and by `quiver dev`).
-//! - [`dev`]: `quiver dev`, the embedded single-process cluster.
-//! - [`admin`]: `quiver admin`, the operator's commands over mutual TLS.
+//!
+//! The `quiver` binary (crate `quiver/`) wires this library into processes.
 
-pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod catalog;
 pub mod cluster;
-pub mod config;
 pub mod dataplane;
-pub mod dev;
 pub mod error;
 pub mod metrics;
 pub mod placement;
-pub mod process;
 pub mod throttle;
 pub mod tokens;
 pub mod validate;

@@ -131,29 +131,6 @@ pub fn exposition(body: String) -> axum::response::Response {
         .into_response()
 }
 
-/// The metrics of a storage node: shards hosted, and whether it joined the cluster.
-pub fn node_metrics(node: &str, shards: usize, joined: bool) -> String {
-    let mut registry = Registry::with_prefix("quiver_node");
-    let labels = NodeLabels {
-        node: node.to_owned(),
-    };
-    let hosted = Family::<NodeLabels, Gauge>::default();
-    hosted.get_or_create(&labels).set(as_gauge(shards as u64));
-    registry.register("shards", "Shards hosted by this node", hosted);
-    let joined_gauge = Family::<NodeLabels, Gauge>::default();
-    joined_gauge.get_or_create(&labels).set(i64::from(joined));
-    registry.register(
-        "joined",
-        "1 once the control plane answered a heartbeat",
-        joined_gauge,
-    );
-    let mut out = String::new();
-    if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &registry) {
-        tracing::warn!(%error, "encoding metrics");
-    }
-    out
-}
-
 fn as_gauge(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }

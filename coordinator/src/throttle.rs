@@ -19,15 +19,23 @@ pub struct RateLimits {
     pub read_requests_per_second: u32,
 }
 
+impl RateLimits {
+    /// The S3 Vectors service's published write limits per index; reads unlimited.
+    pub const DEFAULT: RateLimits = RateLimits {
+        write_requests_per_second: 1_000,
+        write_vectors_per_second: 2_500,
+        read_requests_per_second: 0,
+    };
+}
+
 impl Default for RateLimits {
     fn default() -> Self {
-        RateLimits {
-            write_requests_per_second: 1_000,
-            write_vectors_per_second: 2_500,
-            read_requests_per_second: 0,
-        }
+        RateLimits::DEFAULT
     }
 }
+
+/// API requests executing at once by default; more wait briefly for a slot, then get 429.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 256;
 
 /// A token bucket holding at most one second of tokens.
 #[derive(Debug, Clone, Copy)]

@@ -64,6 +64,26 @@ pub struct ArnScope {
 }
 
 impl ArnScope {
+    /// The scope of ARNs in the `aws` partition; the account id must be 12 digits and the region
+    /// look like `us-east-1`.
+    pub fn new(region: &str, account_id: &str) -> Result<ArnScope, String> {
+        if account_id.len() != 12 || !account_id.chars().all(|c| c.is_ascii_digit()) {
+            return Err(format!("account id must be 12 digits, got {account_id:?}"));
+        }
+        if region.is_empty()
+            || !region
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(format!("region must look like us-east-1, got {region:?}"));
+        }
+        Ok(ArnScope {
+            partition: "aws".into(),
+            region: region.to_owned(),
+            account_id: account_id.to_owned(),
+        })
+    }
+
     pub fn bucket_arn(&self, bucket: &str) -> String {
         format!(
             "arn:{}:s3vectors:{}:{}:bucket/{bucket}",

@@ -2,7 +2,6 @@
 //! control plane, keeps it marked live, and reconciles the hosted shards with the assignments
 //! each heartbeat answer carries.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,8 +9,9 @@ use quiver_proto::{ControlRequest, ControlResponse, NodeHello};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::QuicTransport;
-use crate::supervisor::NodeService;
+use quiver_net::{rpc, Transport};
+
+use crate::service::NodeService;
 
 /// Deadline of one heartbeat exchange.
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -21,10 +21,11 @@ const MAX_REDIRECTS: usize = 3;
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub node_id: String,
-    /// The address coordinators reach this node at.
-    pub advertise: SocketAddr,
-    /// QUIC addresses of the coordinators (any of them; the leader is found by redirects).
-    pub coordinators: Vec<SocketAddr>,
+    /// The `host:port` coordinators reach this node at.
+    pub advertise: String,
+    /// `host:port` of the coordinators' cluster ports (any of them; the leader is found by
+    /// redirects).
+    pub coordinators: Vec<String>,
     pub join_token: String,
     pub interval: Duration,
 }
@@ -32,13 +33,13 @@ pub struct AgentConfig {
 /// Heartbeats until `shutdown`. `joined` turns true after the first answer with assignments.
 pub async fn run(
     service: Arc<NodeService>,
-    transport: Arc<QuicTransport>,
+    transport: Arc<dyn Transport>,
     config: AgentConfig,
     joined: watch::Sender<bool>,
     shutdown: CancellationToken,
 ) {
     let mut next = 0usize;
-    let mut leader: Option<SocketAddr> = None;
+    let mut leader: Option<String> = None;
     let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -52,20 +53,22 @@ pub async fn run(
         }
         let hello = NodeHello {
             node_id: config.node_id.clone(),
-            addr: config.advertise.to_string(),
+            addr: config.advertise.clone(),
             join_token: config.join_token.clone(),
         };
         for _ in 0..=MAX_REDIRECTS {
-            let target = leader.unwrap_or(config.coordinators[next % config.coordinators.len()]);
+            let target = leader
+                .clone()
+                .unwrap_or_else(|| config.coordinators[next % config.coordinators.len()].clone());
             let asked_at = Instant::now();
-            let answer = transport
-                .rpc::<_, ControlResponse>(
-                    target,
-                    "heartbeat",
-                    HEARTBEAT_TIMEOUT,
-                    ControlRequest::Heartbeat(hello.clone()),
-                )
-                .await;
+            let answer: Result<ControlResponse, _> = rpc(
+                &*transport,
+                &target,
+                "heartbeat",
+                HEARTBEAT_TIMEOUT,
+                ControlRequest::Heartbeat(hello.clone()),
+            )
+            .await;
             let failure = match answer {
                 Ok(ControlResponse::Assignments { cluster_id, shards }) => {
                     leader = Some(target);
@@ -88,15 +91,13 @@ pub async fn run(
                     }
                     break;
                 }
-                Ok(ControlResponse::NotLeader { leader: hint }) => {
-                    match hint.and_then(|h| h.parse().ok()) {
-                        Some(addr) => {
-                            leader = Some(addr);
-                            continue;
-                        }
-                        None => "no leader known".to_owned(),
+                Ok(ControlResponse::NotLeader { leader: hint }) => match hint {
+                    Some(addr) => {
+                        leader = Some(addr);
+                        continue;
                     }
-                }
+                    None => "no leader known".to_owned(),
+                },
                 Ok(ControlResponse::Unauthorized) => {
                     tracing::error!(coordinator = %target, "the coordinator refused our join token or certificate");
                     "unauthorized".to_owned()

@@ -2,8 +2,8 @@
 //!
 //! Layers, from the wire inwards:
 //! - [`agent`]: heartbeats to the control plane; creates and drops shards as it assigns them.
-//! - [`server`]: the QUIC accept loop shared by every process (mutual TLS), one bidirectional stream per request, admission
-//!   control, deadlines.
+//! - [`service`]: [`service::NodeService`], the RPC entry point (served over QUIC by
+//!   `quiver_net::server`): shard registry, admission control, dispatch, reconciliation.
 //! - [`supervisor`]: one ractor actor per shard under a supervisor that restarts failed shards.
 //! - [`shard`]: the shard state machine (apply write batches, get, list, search).
 //! - [`store`]: the shard's redb database, fsynced before a batch is acknowledged.
@@ -12,12 +12,10 @@
 //! - [`filter_index`]: the in-memory metadata filter index (roaring bitmaps).
 
 pub mod agent;
-pub mod client;
 pub mod distance;
 pub mod filter_index;
-pub mod server;
+pub mod service;
 pub mod shard;
 pub mod store;
 pub mod supervisor;
-pub mod tls;
 pub mod vector_index;

@@ -13,11 +13,11 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use quiver_node::client::{NodeTransport, QuicTransport, TransportError};
-use quiver_node::server;
+use quiver_net::server;
+use quiver_net::tls::{self, ClusterIdentity, GeneratedCa};
+use quiver_net::{rpc, QuicTransport, TransportError};
+use quiver_node::service::{NodeLimits, NodeService};
 use quiver_node::shard::ShardConfig;
-use quiver_node::supervisor::{NodeLimits, NodeService};
-use quiver_node::tls::{self, ClusterIdentity, GeneratedCa};
 use quiver_proto::{
     decode, encode, DistanceMetric, Envelope, Filter, FilterValue, HashRange, Hit, IndexUid,
     MetaValue, Metadata, NodeError, NodeRequest, NodeResponse, ShardId, ShardSpec, VectorRecord,
@@ -30,6 +30,29 @@ use tokio_util::sync::CancellationToken;
 // ---------------------------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------------------------
+
+/// Node RPCs by socket address, the way the coordinator's data plane makes them.
+trait NodeCall {
+    async fn call(
+        &self,
+        addr: SocketAddr,
+        request_id: &str,
+        timeout: Duration,
+        request: NodeRequest,
+    ) -> Result<NodeResponse, TransportError>;
+}
+
+impl NodeCall for Arc<QuicTransport> {
+    async fn call(
+        &self,
+        addr: SocketAddr,
+        request_id: &str,
+        timeout: Duration,
+        request: NodeRequest,
+    ) -> Result<NodeResponse, TransportError> {
+        rpc(&**self, &addr.to_string(), request_id, timeout, request).await
+    }
+}
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 

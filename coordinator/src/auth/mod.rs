@@ -44,19 +44,47 @@ fn default_skew() -> u64 {
     sigv4::DEFAULT_CLOCK_SKEW.as_secs()
 }
 
+/// The documented dev credentials of `quiver dev` and local test clusters (full access).
+pub const DEV_ACCESS_KEY_ID: &str = "quiverdev";
+pub const DEV_SECRET_ACCESS_KEY: &str = "quiverdevsecret";
+
 /// Full access to everything: the identity policy of the dev user.
 pub const ALLOW_ALL: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3vectors:*","Resource":"*"}]}"#;
 
+/// A users file or user entry that cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    #[error("reading auth config {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("parsing auth config {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("user {user:?}: {message}")]
+    User { user: String, message: String },
+    #[error("access key id {0:?} is configured twice")]
+    DuplicateKey(String),
+}
+
 impl AuthConfig {
-    pub fn load(path: &Path) -> anyhow::Result<AuthConfig> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("reading auth config {}: {e}", path.display()))?;
-        let config: AuthConfig = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("parsing auth config {}: {e}", path.display()))?;
-        Ok(config)
+    pub fn load(path: &Path) -> Result<AuthConfig, AuthConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AuthConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| AuthConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
     }
 
-    /// The documented dev credentials with full access.
+    /// The documented dev credentials ([`DEV_ACCESS_KEY_ID`]) with full access.
+    pub fn documented_dev() -> AuthConfig {
+        AuthConfig::dev(DEV_ACCESS_KEY_ID, DEV_SECRET_ACCESS_KEY)
+    }
+
+    /// One user with full access.
     pub fn dev(access_key_id: &str, secret: &str) -> AuthConfig {
         AuthConfig {
             clock_skew_seconds: default_skew(),
@@ -91,17 +119,24 @@ pub struct Principal {
 
 impl Authenticator {
     /// Validates the config (unique keys, parseable policies) and builds the authenticator.
-    pub fn new(config: &AuthConfig, region: &str, account_id: &str) -> anyhow::Result<Self> {
+    pub fn new(
+        config: &AuthConfig,
+        region: &str,
+        account_id: &str,
+    ) -> Result<Self, AuthConfigError> {
         let mut users = HashMap::new();
         for user in &config.users {
+            let invalid = |message: String| AuthConfigError::User {
+                user: user.name.clone(),
+                message,
+            };
             if user.access_key_id.len() < 3 || user.secret_access_key.len() < 8 {
-                anyhow::bail!(
-                    "user {:?}: access_key_id needs ≥ 3 characters and secret_access_key ≥ 8",
-                    user.name
-                );
+                return Err(invalid(
+                    "access_key_id needs ≥ 3 characters and secret_access_key ≥ 8".into(),
+                ));
             }
             let policy = Policy::parse(&user.policy, false)
-                .map_err(|e| anyhow::anyhow!("user {:?}: invalid policy: {e}", user.name))?;
+                .map_err(|e| invalid(format!("invalid policy: {e}")))?;
             let entry = User {
                 secret: user.secret_access_key.clone(),
                 caller: Caller {
@@ -111,7 +146,7 @@ impl Authenticator {
                 policy,
             };
             if users.insert(user.access_key_id.clone(), entry).is_some() {
-                anyhow::bail!("access key id {:?} is configured twice", user.access_key_id);
+                return Err(AuthConfigError::DuplicateKey(user.access_key_id.clone()));
             }
         }
         Ok(Authenticator {

@@ -19,7 +19,6 @@ pub mod store;
 pub mod types;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,9 +27,9 @@ use futures::future::BoxFuture;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use parking_lot::{Mutex, RwLock};
-use quiver_node::client::QuicTransport;
-use quiver_node::server::RpcService;
-use quiver_node::tls::{Role, Roles};
+use quiver_net::server::RpcService;
+use quiver_net::tls::{Role, Roles};
+use quiver_net::{check_peer_addr, Transport};
 use quiver_proto::{valid_node_id, ControlRequest, ControlResponse, NodeError, NodeHello};
 use tokio_util::sync::CancellationToken;
 
@@ -61,14 +60,18 @@ pub struct RaftTimings {
     pub snapshot_every: u64,
 }
 
+impl RaftTimings {
+    pub const DEFAULT: RaftTimings = RaftTimings {
+        heartbeat_ms: 250,
+        election_timeout_min_ms: 1_000,
+        election_timeout_max_ms: 2_000,
+        snapshot_every: 1_000,
+    };
+}
+
 impl Default for RaftTimings {
     fn default() -> Self {
-        RaftTimings {
-            heartbeat_ms: 250,
-            election_timeout_min_ms: 1_000,
-            election_timeout_max_ms: 2_000,
-            snapshot_every: 1_000,
-        }
+        RaftTimings::DEFAULT
     }
 }
 
@@ -89,7 +92,7 @@ pub struct ControlPlane {
     id: u64,
     raft: Raft,
     state: Arc<RwLock<CatalogState>>,
-    transport: Arc<QuicTransport>,
+    transport: Arc<dyn Transport>,
     join_token: String,
     node_timeout: Duration,
     /// Last heartbeat of each node, as seen by this coordinator while it leads.
@@ -106,7 +109,7 @@ impl ControlPlane {
         id: u64,
         data_dir: &Path,
         timings: &RaftTimings,
-        transport: Arc<QuicTransport>,
+        transport: Arc<dyn Transport>,
         join_token: String,
         node_timeout: Duration,
     ) -> Result<Arc<Self>, StartError> {
@@ -230,7 +233,7 @@ impl ControlPlane {
                     if let Some(leader) = forward.leader_node {
                         let request = PeerRequest::Execute(proposal.clone());
                         match call(
-                            &self.transport,
+                            &*self.transport,
                             &leader.cluster_addr,
                             request_id,
                             FORWARD_TIMEOUT,
@@ -278,7 +281,7 @@ impl ControlPlane {
                         .and_then(|f| f.leader_node.clone())
                     {
                         match call(
-                            &self.transport,
+                            &*self.transport,
                             &leader.cluster_addr,
                             "read-index",
                             FORWARD_TIMEOUT,
@@ -390,9 +393,9 @@ impl ControlPlane {
             tracing::warn!(node = %hello.node_id, "heartbeat with a wrong join token");
             return ControlResponse::Unauthorized;
         }
-        if !valid_node_id(&hello.node_id) || hello.addr.parse::<SocketAddr>().is_err() {
+        if !valid_node_id(&hello.node_id) || check_peer_addr(&hello.addr).is_err() {
             return ControlResponse::Rejected(NodeError::InvalidRequest(
-                "node id must be 1-64 characters [A-Za-z0-9._-] and addr a socket address".into(),
+                "node id must be 1-64 characters [A-Za-z0-9._-] and addr host:port".into(),
             ));
         }
         if !self.is_leader() {
@@ -549,10 +552,16 @@ impl ControlPlane {
         }
     }
 
-    /// Whether this coordinator can serve: it knows a leader.
-    pub fn ready(&self) -> bool {
+    /// Whether this coordinator knows a Raft leader (it can read and forward writes).
+    pub fn has_leader(&self) -> bool {
         let metrics = self.raft.metrics().borrow().clone();
         metrics.current_leader.is_some() && metrics.state != ServerState::Shutdown
+    }
+
+    /// Whether this coordinator can serve every operation, a CreateIndex included: it knows a
+    /// leader and at least one storage node is up to take shards. `/ready` answers this.
+    pub fn ready(&self) -> bool {
+        self.has_leader() && self.state.read().nodes().any(|node| node.up)
     }
 
     pub async fn shutdown(&self) {

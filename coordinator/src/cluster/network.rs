@@ -1,6 +1,5 @@
 //! Raft RPCs over the cluster's QUIC connections (mutual TLS), one stream per RPC.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::AnyError;
-use quiver_node::client::QuicTransport;
+use quiver_net::{rpc, Transport};
 use quiver_proto::{ControlRequest, ControlResponse};
 
 use super::peer::{PeerRequest, PeerResponse};
@@ -30,7 +29,7 @@ pub enum PeerError {
 
 /// Sends one peer request to `addr` and decodes the answer.
 pub async fn call(
-    transport: &Arc<QuicTransport>,
+    transport: &dyn Transport,
     addr: &str,
     request_id: &str,
     timeout: Duration,
@@ -38,14 +37,16 @@ pub async fn call(
 ) -> Result<PeerResponse, PeerError> {
     let unreachable = |reason: String| PeerError::Unreachable(addr.to_owned(), reason);
     let remote = |reason: String| PeerError::Remote(addr.to_owned(), reason);
-    let socket: SocketAddr = addr
-        .parse()
-        .map_err(|e: std::net::AddrParseError| unreachable(e.to_string()))?;
     let bytes = postcard::to_stdvec(request).map_err(|e| remote(e.to_string()))?;
-    let response = transport
-        .rpc::<_, ControlResponse>(socket, request_id, timeout, ControlRequest::Peer(bytes))
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
+    let response: ControlResponse = rpc(
+        transport,
+        addr,
+        request_id,
+        timeout,
+        ControlRequest::Peer(bytes),
+    )
+    .await
+    .map_err(|e| unreachable(e.to_string()))?;
     match response {
         ControlResponse::Peer(bytes) => {
             postcard::from_bytes(&bytes).map_err(|e| remote(e.to_string()))
@@ -55,7 +56,7 @@ pub async fn call(
 }
 
 pub struct Network {
-    pub transport: Arc<QuicTransport>,
+    pub transport: Arc<dyn Transport>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -70,7 +71,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 }
 
 pub struct PeerClient {
-    transport: Arc<QuicTransport>,
+    transport: Arc<dyn Transport>,
     addr: String,
 }
 
@@ -84,7 +85,7 @@ impl PeerClient {
         option: &RPCOption,
     ) -> Result<PeerResponse, RPCError<u64, CoordinatorNode, RaftError<u64, E>>> {
         let timeout = option.hard_ttl().min(MAX_RPC_TIMEOUT);
-        match call(&self.transport, &self.addr, "raft", timeout, &request).await {
+        match call(&*self.transport, &self.addr, "raft", timeout, &request).await {
             Ok(PeerResponse::Failed(reason)) => Err(RPCError::Network(NetworkError::from(
                 AnyError::error(reason),
             ))),

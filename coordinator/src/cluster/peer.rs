@@ -5,7 +5,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use quiver_node::tls::{Role, Roles};
+use quiver_net::tls::{Role, Roles};
 use serde::{Deserialize, Serialize};
 
 use super::types::{CommandResult, CoordinatorNode, Proposal, TypeConfig};

@@ -1,26 +1,24 @@
 //! `quiver admin`: the operator's commands, sent to a coordinator's cluster port over mutual
 //! TLS (the operator presents a certificate from the cluster CA, like any process).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use quiver_node::client::QuicTransport;
-use quiver_node::tls::ClusterIdentity;
-
-use crate::cluster::network::call;
-use crate::cluster::peer::{ClusterStatus, PeerRequest, PeerResponse};
-use crate::cluster::types::CoordinatorNode;
+use quiver_coordinator::cluster::network::call;
+use quiver_coordinator::cluster::peer::{ClusterStatus, PeerRequest, PeerResponse};
+use quiver_coordinator::cluster::types::CoordinatorNode;
+use quiver_net::tls::ClusterIdentity;
+use quiver_net::QuicTransport;
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_REDIRECTS: usize = 3;
 
 #[derive(Debug, clap::Args)]
 pub struct AdminArgs {
-    /// Cluster (QUIC) address of any coordinator.
-    #[arg(long, env = "QUIVER_ADMIN_COORDINATOR")]
-    pub coordinator: SocketAddr,
+    /// Cluster (QUIC) address of any coordinator, `host:port`.
+    #[arg(long, env = "QUIVER_ADMIN_COORDINATOR", value_parser = peer_addr)]
+    pub coordinator: String,
     /// Directory with ca.pem and the operator's NAME.pem / NAME.key.
     #[arg(long, env = "QUIVER_ADMIN_TLS_DIR")]
     pub tls_dir: PathBuf,
@@ -43,10 +41,12 @@ pub enum AdminCommand {
     AddCoordinator {
         #[arg(long)]
         id: u64,
-        #[arg(long)]
-        cluster_addr: SocketAddr,
-        #[arg(long)]
-        http_addr: SocketAddr,
+        /// `host:port` of its cluster port, as the other processes reach it.
+        #[arg(long, value_parser = peer_addr)]
+        cluster_addr: String,
+        /// `host:port` of its S3 Vectors API.
+        #[arg(long, value_parser = peer_addr)]
+        http_addr: String,
     },
     /// Remove a coordinator from the Raft group.
     RemoveCoordinator {
@@ -55,14 +55,18 @@ pub enum AdminCommand {
     },
 }
 
+fn peer_addr(value: &str) -> Result<String, String> {
+    quiver_net::check_peer_addr(value).map(|()| value.to_owned())
+}
+
 /// Sends `request` to the coordinator, following `NotLeader` redirects.
 async fn send(args: &AdminArgs, request: PeerRequest) -> anyhow::Result<PeerResponse> {
     let identity = ClusterIdentity::load(&args.tls_dir, &args.tls_name)
         .with_context(|| format!("loading {}/{}.pem", args.tls_dir.display(), args.tls_name))?;
     let transport = QuicTransport::new(&identity)?;
-    let mut target = args.coordinator.to_string();
+    let mut target = args.coordinator.clone();
     for _ in 0..=MAX_REDIRECTS {
-        let response = call(&transport, &target, "admin", ADMIN_TIMEOUT, &request).await?;
+        let response = call(&*transport, &target, "admin", ADMIN_TIMEOUT, &request).await?;
         match response {
             PeerResponse::NotLeader {
                 leader: Some(leader),

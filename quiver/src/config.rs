@@ -11,8 +11,10 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::Deserialize;
 
-use crate::cluster::types::CoordinatorNode;
-use crate::cluster::RaftTimings;
+use quiver_coordinator::cluster::types::CoordinatorNode;
+use quiver_coordinator::cluster::RaftTimings;
+use quiver_coordinator::throttle::{RateLimits, DEFAULT_MAX_CONCURRENT_REQUESTS};
+use quiver_net::check_peer_addr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -34,8 +36,10 @@ pub struct TlsConfig {
 #[serde(deny_unknown_fields)]
 pub struct MemberConfig {
     pub id: u64,
-    pub cluster_addr: SocketAddr,
-    pub http_addr: SocketAddr,
+    /// `host:port` other coordinators and nodes reach this member's cluster port at.
+    pub cluster_addr: String,
+    /// `host:port` of this member's S3 Vectors API.
+    pub http_addr: String,
 }
 
 fn default_region() -> String {
@@ -48,22 +52,25 @@ fn default_shards_per_index() -> u32 {
     6
 }
 fn default_max_concurrent_requests() -> usize {
-    256
+    DEFAULT_MAX_CONCURRENT_REQUESTS
 }
 fn default_write_requests() -> u32 {
-    1_000
+    RateLimits::DEFAULT.write_requests_per_second
 }
 fn default_write_vectors() -> u32 {
-    2_500
+    RateLimits::DEFAULT.write_vectors_per_second
+}
+fn default_read_requests() -> u32 {
+    RateLimits::DEFAULT.read_requests_per_second
 }
 fn default_heartbeat_ms() -> u64 {
-    250
+    RaftTimings::DEFAULT.heartbeat_ms
 }
 fn default_election_min_ms() -> u64 {
-    1_000
+    RaftTimings::DEFAULT.election_timeout_min_ms
 }
 fn default_election_max_ms() -> u64 {
-    2_000
+    RaftTimings::DEFAULT.election_timeout_max_ms
 }
 fn default_node_timeout_ms() -> u64 {
     3_000
@@ -81,6 +88,10 @@ pub struct CoordinatorConfig {
     pub id: u64,
     pub http_listen: SocketAddr,
     pub cluster_listen: SocketAddr,
+    /// `host:port` other processes reach the cluster port at (default: `cluster_listen`, which
+    /// then cannot be a wildcard). A DNS name survives a restart under a new IP.
+    #[serde(default)]
+    pub advertise: Option<String>,
     pub data_dir: PathBuf,
     pub join_token: String,
     pub tls: TlsConfig,
@@ -102,7 +113,7 @@ pub struct CoordinatorConfig {
     pub max_write_requests_per_index: u32,
     #[serde(default = "default_write_vectors")]
     pub max_write_vectors_per_index: u32,
-    #[serde(default)]
+    #[serde(default = "default_read_requests")]
     pub max_read_requests_per_index: u32,
     #[serde(default = "default_heartbeat_ms")]
     pub raft_heartbeat_ms: u64,
@@ -119,12 +130,14 @@ pub struct CoordinatorConfig {
 pub struct NodeConfig {
     pub id: String,
     pub listen: SocketAddr,
+    /// `host:port` coordinators reach this node at (default: `listen`).
     #[serde(default)]
-    pub advertise: Option<SocketAddr>,
+    pub advertise: Option<String>,
     #[serde(default)]
     pub http_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
-    pub coordinators: Vec<SocketAddr>,
+    /// `host:port` of the coordinators' cluster ports (any of them).
+    pub coordinators: Vec<String>,
     pub join_token: String,
     pub tls: TlsConfig,
     #[serde(default = "default_node_heartbeat_ms")]
@@ -166,6 +179,7 @@ impl CoordinatorConfig {
         "id",
         "http_listen",
         "cluster_listen",
+        "advertise",
         "data_dir",
         "join_token",
         "tls__dir",
@@ -198,18 +212,39 @@ impl CoordinatorConfig {
         if self.join_token.len() < 16 {
             return Err(invalid(path, "join_token must be at least 16 characters"));
         }
-        if self.cluster_listen.ip().is_unspecified() {
-            return Err(invalid(
-                path,
-                "cluster_listen must be the address other coordinators reach this one at, not a wildcard",
-            ));
+        match &self.advertise {
+            Some(advertise) => check_peer_addr(advertise)
+                .map_err(|e| invalid(path, format!("advertise: {e}")))?,
+            None if self.cluster_listen.ip().is_unspecified() => {
+                return Err(invalid(
+                    path,
+                    "cluster_listen is a wildcard address: set advertise to the host:port other processes reach this coordinator at",
+                ))
+            }
+            None => {}
         }
-        if !self.initial_members.is_empty() && !self.initial_members.iter().any(|m| m.id == self.id)
-        {
-            return Err(invalid(
-                path,
-                "initial_members must include this coordinator (or be empty to join an existing group)",
-            ));
+        for member in &self.initial_members {
+            check_peer_addr(&member.cluster_addr)
+                .and_then(|()| check_peer_addr(&member.http_addr))
+                .map_err(|e| invalid(path, format!("initial_members id {}: {e}", member.id)))?;
+        }
+        if !self.initial_members.is_empty() {
+            let Some(me) = self.initial_members.iter().find(|m| m.id == self.id) else {
+                return Err(invalid(
+                    path,
+                    "initial_members must include this coordinator (or be empty to join an existing group)",
+                ));
+            };
+            if me.cluster_addr != self.advertised() {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "this coordinator's initial_members entry names {} but it advertises {}",
+                        me.cluster_addr,
+                        self.advertised()
+                    ),
+                ));
+            }
         }
         if self.raft_election_timeout_min_ms <= self.raft_heartbeat_ms
             || self.raft_election_timeout_max_ms <= self.raft_election_timeout_min_ms
@@ -222,8 +257,16 @@ impl CoordinatorConfig {
         if self.node_timeout_ms < 1_000 {
             return Err(invalid(path, "node_timeout_ms must be at least 1000"));
         }
-        crate::process::validate_scope(&self.region, &self.account_id)
-            .map_err(|e| invalid(path, e.to_string()))
+        quiver_coordinator::validate::ArnScope::new(&self.region, &self.account_id)
+            .map(drop)
+            .map_err(|e| invalid(path, e))
+    }
+
+    /// The `host:port` this coordinator's cluster port is reached at.
+    pub fn advertised(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.cluster_listen.to_string())
     }
 
     pub fn members(&self) -> BTreeMap<u64, CoordinatorNode> {
@@ -233,8 +276,8 @@ impl CoordinatorConfig {
                 (
                     m.id,
                     CoordinatorNode {
-                        cluster_addr: m.cluster_addr.to_string(),
-                        http_addr: m.http_addr.to_string(),
+                        cluster_addr: m.cluster_addr.clone(),
+                        http_addr: m.http_addr.clone(),
                     },
                 )
             })
@@ -289,11 +332,20 @@ impl NodeConfig {
         if self.join_token.len() < 16 {
             return Err(invalid(path, "join_token must be at least 16 characters"));
         }
-        if self.advertise.is_none() && self.listen.ip().is_unspecified() {
-            return Err(invalid(
-                path,
-                "listen is a wildcard address: set advertise to the address coordinators reach this node at",
-            ));
+        for coordinator in &self.coordinators {
+            check_peer_addr(coordinator)
+                .map_err(|e| invalid(path, format!("coordinators: {e}")))?;
+        }
+        match &self.advertise {
+            Some(advertise) => check_peer_addr(advertise)
+                .map_err(|e| invalid(path, format!("advertise: {e}")))?,
+            None if self.listen.ip().is_unspecified() => {
+                return Err(invalid(
+                    path,
+                    "listen is a wildcard address: set advertise to the host:port coordinators reach this node at",
+                ))
+            }
+            None => {}
         }
         if !(100..=10_000).contains(&self.heartbeat_ms) {
             return Err(invalid(path, "heartbeat_ms must be between 100 and 10000"));
@@ -337,6 +389,83 @@ mod tests {
             NodeConfig::load(&dir.path().join("absent.toml")),
             Err(ConfigError::Missing(_))
         ));
+    }
+
+    #[test]
+    fn peers_may_be_named_by_host_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        let base = std::fs::read_to_string(template("coordinator.example.toml")).expect("read");
+        let named = base
+            .replace(
+                "cluster_listen = \"127.0.0.1:7277\"",
+                "cluster_listen = \"0.0.0.0:7277\"\nadvertise = \"coordinator-1.quiver:7277\"",
+            )
+            .replace(
+                "cluster_addr = \"127.0.0.1:7277\"",
+                "cluster_addr = \"coordinator-1.quiver:7277\"",
+            )
+            .replace(
+                "cluster_addr = \"127.0.0.1:7278\"",
+                "cluster_addr = \"coordinator-2.quiver:7277\"",
+            );
+        std::fs::write(&path, &named).expect("write");
+        let config = CoordinatorConfig::load(&path).expect("names are accepted");
+        assert_eq!(config.advertised(), "coordinator-1.quiver:7277");
+        assert_eq!(
+            config.members()[&2].cluster_addr,
+            "coordinator-2.quiver:7277"
+        );
+        // A wildcard listen address needs an advertise address.
+        std::fs::write(
+            &path,
+            named.replace("advertise = \"coordinator-1.quiver:7277\"\n", ""),
+        )
+        .expect("write");
+        let error = CoordinatorConfig::load(&path).expect_err("wildcard without advertise");
+        assert!(error.to_string().contains("advertise"), "{error}");
+        // This coordinator's member entry must name what it advertises.
+        std::fs::write(
+            &path,
+            named.replace(
+                "advertise = \"coordinator-1.quiver:7277\"",
+                "advertise = \"elsewhere:7277\"",
+            ),
+        )
+        .expect("write");
+        let error = CoordinatorConfig::load(&path).expect_err("mismatch");
+        assert!(
+            error.to_string().contains("advertises elsewhere:7277"),
+            "{error}"
+        );
+        // Malformed names are refused before anything starts.
+        std::fs::write(
+            &path,
+            named.replace("coordinator-2.quiver:7277", "bad name:7277"),
+        )
+        .expect("write");
+        let error = CoordinatorConfig::load(&path).expect_err("bad member");
+        assert!(
+            error.to_string().contains("initial_members id 2"),
+            "{error}"
+        );
+
+        let node = std::fs::read_to_string(template("node.example.toml")).expect("read");
+        let node_path = dir.path().join("n.toml");
+        std::fs::write(
+            &node_path,
+            node.replace("\"127.0.0.1:7278\"", "\"coordinator-2.quiver:7277\""),
+        )
+        .expect("write");
+        let config = NodeConfig::load(&node_path).expect("node names");
+        assert_eq!(config.coordinators[1], "coordinator-2.quiver:7277");
+        std::fs::write(
+            &node_path,
+            node.replace("\"127.0.0.1:7278\"", "\"coordinator-2\""),
+        )
+        .expect("write");
+        let error = NodeConfig::load(&node_path).expect_err("no port");
+        assert!(error.to_string().contains("coordinators"), "{error}");
     }
 
     #[test]

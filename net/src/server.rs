@@ -10,17 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
-use quiver_proto::{
-    decode, encode, Envelope, NodeError, NodeRequest, NodeResponse, MAX_FRAME_BYTES,
-    PROTOCOL_VERSION,
-};
+use quiver_proto::{decode, encode, Envelope, NodeError, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::supervisor::NodeService;
-use crate::tls::{ClusterIdentity, Role, Roles, TlsError};
+use crate::tls::{ClusterIdentity, Roles, TlsError};
 
 /// Connections served at once; more are refused at the QUIC handshake.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -64,43 +61,17 @@ pub trait RpcService: Send + Sync + 'static {
     ) -> BoxFuture<'static, Self::Response>;
 }
 
-impl RpcService for NodeService {
-    type Request = NodeRequest;
-    type Response = NodeResponse;
-    fn kind(request: &NodeRequest) -> &'static str {
-        request.kind()
-    }
-    fn reject(error: NodeError) -> NodeResponse {
-        NodeResponse::Error(error)
-    }
-    fn is_error(response: &NodeResponse) -> bool {
-        matches!(response, NodeResponse::Error(_))
-    }
-    fn handle(
-        self: Arc<Self>,
-        request: NodeRequest,
-        roles: Roles,
-        deadline: Instant,
-    ) -> BoxFuture<'static, NodeResponse> {
-        // Only coordinators call shards.
-        if !roles.contains(Role::Coordinator) {
-            return Box::pin(async {
-                NodeResponse::Error(NodeError::Forbidden(
-                    "the peer's certificate does not grant the coordinator role".into(),
-                ))
-            });
-        }
-        Box::pin(async move { NodeService::handle(&self, request, deadline).await })
-    }
-}
-
 /// Binds a QUIC server endpoint (it can also make outgoing connections).
 pub fn bind(addr: SocketAddr, identity: &ClusterIdentity) -> Result<quinn::Endpoint, ServerError> {
     let config = identity.quic_server_config()?;
     quinn::Endpoint::server(config, addr).map_err(|source| ServerError::Bind { addr, source })
 }
 
-/// Accepts connections until `shutdown` fires, then closes the endpoint.
+/// How long shutdown waits for requests in flight before closing the endpoint.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections until `shutdown` fires, then stops taking new requests, lets the ones in
+/// flight finish (at most [`DRAIN_TIMEOUT`]), and closes the endpoint.
 pub async fn serve<S: RpcService>(
     endpoint: quinn::Endpoint,
     service: Arc<S>,
@@ -108,6 +79,7 @@ pub async fn serve<S: RpcService>(
 ) {
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let budget = Arc::new(Semaphore::new(READ_BUDGET_KIB));
+    let streams = TaskTracker::new();
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
@@ -121,22 +93,38 @@ pub async fn serve<S: RpcService>(
         let service = service.clone();
         let shutdown = shutdown.clone();
         let budget = budget.clone();
+        let streams = streams.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let remote = incoming.remote_address();
             match incoming.await {
-                Ok(connection) => serve_connection(connection, service, budget, shutdown).await,
+                Ok(connection) => {
+                    serve_connection(connection, service, budget, streams, shutdown).await
+                }
                 Err(error) => tracing::debug!(%remote, %error, "quic handshake failed"),
             }
         });
     }
+    streams.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, streams.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            in_flight = streams.len(),
+            "requests still running at shutdown; closing"
+        );
+    }
     endpoint.close(0u32.into(), b"shutdown");
+    // Let the close frames reach the peers (bounded: a silent peer must not hold shutdown).
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
 
 async fn serve_connection<S: RpcService>(
     connection: quinn::Connection,
     service: Arc<S>,
     budget: Arc<Semaphore>,
+    streams: TaskTracker,
     shutdown: CancellationToken,
 ) {
     let roles = Roles::of_peer(&connection);
@@ -146,7 +134,7 @@ async fn serve_connection<S: RpcService>(
             () = shutdown.cancelled() => return,
         };
         let Ok((send, recv)) = stream else { return };
-        tokio::spawn(serve_stream(
+        streams.spawn(serve_stream(
             send,
             recv,
             service.clone(),
@@ -201,7 +189,7 @@ async fn serve_stream<S: RpcService>(
     roles: Roles,
     budget: Arc<Semaphore>,
 ) {
-    let (bytes, _budget) =
+    let (bytes, budget_held) =
         match tokio::time::timeout(READ_TIMEOUT, read_request(&mut recv, &budget)).await {
             Ok(Ok(read)) => read,
             Ok(Err(error)) => {
@@ -214,7 +202,28 @@ async fn serve_stream<S: RpcService>(
                 return;
             }
         };
-    let (request_id, response) = match decode::<S::Request>(&bytes) {
+    let Some(bytes) = respond(service, &bytes, roles).await else {
+        let _ = send.reset(3u32.into());
+        return;
+    };
+    drop(budget_held);
+    if send.write_all(&bytes).await.is_ok() && send.finish().is_ok() {
+        // Stay tracked until the peer has the whole answer, so a draining shutdown does not
+        // close the endpoint under it (bounded: a vanished peer must not hold the task).
+        let _ = tokio::time::timeout(READ_TIMEOUT, send.stopped()).await;
+    }
+}
+
+/// Decodes one request envelope, checks its version and deadline, lets `service` answer it, and
+/// encodes the answer; whatever the bytes, the answer is a response (garbage gets `Malformed`).
+/// `None` only if not even an error response can be encoded. The QUIC server and the in-process
+/// [`crate::local::LocalTransport`] both answer through here.
+pub async fn respond<S: RpcService>(
+    service: Arc<S>,
+    bytes: &[u8],
+    roles: Roles,
+) -> Option<Vec<u8>> {
+    let (request_id, response) = match decode::<S::Request>(bytes) {
         Err(error) => (
             String::new(),
             S::reject(NodeError::Malformed(error.to_string())),
@@ -263,11 +272,9 @@ async fn serve_stream<S: RpcService>(
             };
             match encode(&fallback) {
                 Ok(bytes) => bytes,
-                Err(_) => return,
+                Err(_) => return None,
             }
         }
     };
-    if send.write_all(&bytes).await.is_ok() {
-        let _ = send.finish();
-    }
+    Some(bytes)
 }

@@ -33,6 +33,11 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_until("/ready")
+    }
+
+    /// Starts a server and returns once `GET path` answers 200.
+    fn start_until(path: &str) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -62,11 +67,11 @@ impl Server {
             log,
             _dir: dir,
         };
-        server.wait_healthy(port);
+        server.wait_for(port, path);
         server
     }
 
-    fn wait_healthy(&mut self, port: u16) {
+    fn wait_for(&mut self, port: u16, path: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -75,13 +80,13 @@ impl Server {
                     self.log_tail()
                 );
             }
-            if health(port) {
+            if http_ok(port, path) {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(20));
         }
         panic!(
-            "quiver did not answer GET /health within 60 s:\n{}",
+            "quiver did not answer GET {path} within 60 s:\n{}",
             self.log_tail()
         );
     }
@@ -123,13 +128,13 @@ impl Drop for Server {
 }
 
 /// `GET /health` answers 200.
-fn health(port: u16) -> bool {
+fn http_ok(port: u16, path: &str) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let request =
-        format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
     if stream.write_all(request.as_bytes()).is_err() {
         return false;
     }
@@ -591,4 +596,31 @@ async fn rust_sdk_main_flow() {
         err.meta().message(),
         Some("The specified vector bucket could not be found")
     );
+}
+
+/// `/ready` means every operation can be served: the moment it answers 200, a CreateIndex
+/// (which needs a live storage node to place its shards) succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_means_create_index_succeeds() {
+    let server = Server::start_until("/ready");
+    let s3v = server.client();
+    s3v.create_vector_bucket()
+        .vector_bucket_name("ready")
+        .send()
+        .await
+        .expect("create bucket right after /ready");
+    s3v.create_index()
+        .vector_bucket_name("ready")
+        .index_name("first")
+        .data_type(DataType::Float32)
+        .dimension(4)
+        .distance_metric(DistanceMetric::Cosine)
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "CreateIndex right after /ready: {e:?}\n{}",
+                server.log_tail()
+            )
+        });
 }

@@ -1,5 +1,5 @@
-//! Starting the processes of a cluster: a coordinator (control plane + S3 Vectors API) and a
-//! storage node. `quiver coordinator`, `quiver node` and `quiver dev` all start through here.
+//! Starting a coordinator (control plane + S3 Vectors API). `quiver coordinator` and
+//! `quiver dev` start through here; nodes start in [`crate::node`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,25 +8,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::response::IntoResponse;
-use quiver_node::agent::{self, AgentConfig};
-use quiver_node::client::QuicTransport;
-use quiver_node::shard::ShardConfig;
-use quiver_node::supervisor::{NodeLimits, NodeService};
-use quiver_node::tls::ClusterIdentity;
-use tokio::sync::watch;
+use quiver_coordinator::api::{router, ApiConfig, AppState};
+use quiver_coordinator::auth::{AuthConfig, Authenticator};
+use quiver_coordinator::cluster::types::CoordinatorNode;
+use quiver_coordinator::cluster::{ControlPlane, RaftTimings};
+use quiver_coordinator::dataplane::DataPlane;
+use quiver_coordinator::metrics::Metrics;
+use quiver_coordinator::throttle::{RateLimits, Throttle};
+use quiver_coordinator::tokens::{CursorCache, TokenSigner};
+use quiver_coordinator::validate::ArnScope;
+use quiver_net::fault::FaultTransport;
+use quiver_net::tls::ClusterIdentity;
+use quiver_net::{QuicTransport, Transport};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-use crate::api::{router, ApiConfig, AppState};
-use crate::auth::{AuthConfig, Authenticator};
-use crate::cluster::types::CoordinatorNode;
-use crate::cluster::{ControlPlane, RaftTimings};
-use crate::dataplane::DataPlane;
-use crate::metrics::Metrics;
-use crate::throttle::{RateLimits, Throttle};
-use crate::tokens::{CursorCache, TokenSigner};
-use crate::validate::ArnScope;
 
 /// What the S3 Vectors API of a coordinator needs.
 pub struct ApiSettings {
@@ -53,13 +48,21 @@ pub struct CoordinatorSettings {
     pub id: u64,
     pub http_listen: SocketAddr,
     pub cluster_listen: SocketAddr,
+    /// `host:port` the other processes reach the cluster port at (default: the bound address).
+    pub advertise: Option<String>,
     pub data_dir: PathBuf,
     pub join_token: String,
     pub bootstrap: Bootstrap,
     pub raft: RaftTimings,
     /// A node silent this long is marked down.
     pub node_timeout: Duration,
+    /// Tests only: route this coordinator's outgoing cluster traffic through a fault injector.
+    pub faults: Option<FaultHook>,
 }
+
+/// Receives the [`FaultTransport`] wrapped around a coordinator's QUIC transport, so a test can
+/// partition it from its peers and heal it.
+pub type FaultHook = Box<dyn FnOnce(Arc<FaultTransport>) + Send>;
 
 pub struct Coordinator {
     pub control: Arc<ControlPlane>,
@@ -68,37 +71,28 @@ pub struct Coordinator {
     pub tasks: Vec<JoinHandle<()>>,
 }
 
-pub fn validate_scope(region: &str, account_id: &str) -> anyhow::Result<()> {
-    if account_id.len() != 12 || !account_id.chars().all(|c| c.is_ascii_digit()) {
-        anyhow::bail!("account id must be 12 digits, got {account_id:?}");
-    }
-    if region.is_empty()
-        || !region
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
-        anyhow::bail!("region must look like us-east-1, got {region:?}");
-    }
-    Ok(())
-}
-
 pub async fn start_coordinator(
     settings: CoordinatorSettings,
     api: ApiSettings,
     identity: &ClusterIdentity,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Coordinator> {
-    validate_scope(&api.region, &api.account_id)?;
+    let scope = ArnScope::new(&api.region, &api.account_id).map_err(anyhow::Error::msg)?;
     let auth = Authenticator::new(&api.auth, &api.region, &api.account_id)
         .context("invalid auth configuration")?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
     // One QUIC endpoint per process: it serves Raft and heartbeats, and makes the outgoing
     // connections to other coordinators and to nodes.
-    let endpoint = quiver_node::server::bind(settings.cluster_listen, identity)
+    let endpoint = quiver_net::server::bind(settings.cluster_listen, identity)
         .with_context(|| format!("binding the cluster port {}", settings.cluster_listen))?;
     let cluster_addr = endpoint.local_addr().context("cluster address")?;
-    let transport = QuicTransport::on_endpoint(endpoint.clone(), identity)?;
+    let mut transport: Arc<dyn Transport> = QuicTransport::on_endpoint(endpoint.clone(), identity)?;
+    if let Some(hook) = settings.faults {
+        let faults = FaultTransport::new(transport);
+        hook(faults.clone());
+        transport = faults;
+    }
     let control = ControlPlane::start(
         settings.id,
         &settings.data_dir,
@@ -113,7 +107,7 @@ pub async fn start_coordinator(
         .await
         .with_context(|| format!("binding {}", settings.http_listen))?;
     let http_addr = listener.local_addr()?;
-    let mut tasks = vec![tokio::spawn(quiver_node::server::serve(
+    let mut tasks = vec![tokio::spawn(quiver_net::server::serve(
         endpoint,
         control.clone(),
         shutdown.clone(),
@@ -124,7 +118,10 @@ pub async fn start_coordinator(
         Bootstrap::Solo => Some(BTreeMap::from([(
             settings.id,
             CoordinatorNode {
-                cluster_addr: cluster_addr.to_string(),
+                cluster_addr: settings
+                    .advertise
+                    .clone()
+                    .unwrap_or_else(|| cluster_addr.to_string()),
                 http_addr: http_addr.to_string(),
             },
         )])),
@@ -138,18 +135,14 @@ pub async fn start_coordinator(
     tasks.push(tokio::spawn(control.clone().run_liveness(shutdown.clone())));
     let state = Arc::new(AppState {
         config: ApiConfig {
-            scope: ArnScope {
-                partition: "aws".into(),
-                region: api.region.clone(),
-                account_id: api.account_id.clone(),
-            },
+            scope,
             shards_per_index: api.shards_per_index.max(2),
             max_concurrent_requests: api.max_concurrent_requests,
         },
         control: control.clone(),
         catalog: control.clone(),
         metrics: Metrics::default(),
-        data: DataPlane::new(Arc::new(transport), control.clone()),
+        data: DataPlane::new(transport, control.clone()),
         auth,
         tokens: api.tokens,
         cursors: CursorCache::default(),
@@ -172,81 +165,8 @@ pub async fn start_coordinator(
     })
 }
 
-pub struct NodeSettings {
-    pub id: String,
-    pub listen: SocketAddr,
-    /// The address coordinators use (default: the bound address).
-    pub advertise: Option<SocketAddr>,
-    pub data_dir: PathBuf,
-    pub coordinators: Vec<SocketAddr>,
-    pub join_token: String,
-    pub heartbeat_interval: Duration,
-    pub shard: ShardConfig,
-    /// Where /health, /ready and /metrics are served, if anywhere.
-    pub http_listen: Option<SocketAddr>,
-}
-
-pub struct Node {
-    pub service: Arc<NodeService>,
-    pub addr: SocketAddr,
-    pub http_addr: Option<SocketAddr>,
-    /// Turns true once the control plane answered a heartbeat with the node's assignments.
-    pub joined: watch::Receiver<bool>,
-    pub tasks: Vec<JoinHandle<()>>,
-}
-
-pub async fn start_node(
-    settings: NodeSettings,
-    identity: &ClusterIdentity,
-    shutdown: CancellationToken,
-) -> anyhow::Result<Node> {
-    let service = NodeService::start(&settings.data_dir, settings.shard, NodeLimits::default())
-        .await
-        .context("starting the node")?;
-    let endpoint = quiver_node::server::bind(settings.listen, identity)
-        .with_context(|| format!("binding {}", settings.listen))?;
-    let addr = endpoint.local_addr().context("node address")?;
-    // Heartbeats leave from the node's own endpoint.
-    let transport = QuicTransport::on_endpoint(endpoint.clone(), identity)?;
-    let mut tasks = vec![tokio::spawn(quiver_node::server::serve(
-        endpoint,
-        service.clone(),
-        shutdown.clone(),
-    ))];
-    let (joined_tx, joined) = watch::channel(false);
-    tasks.push(tokio::spawn(agent::run(
-        service.clone(),
-        transport,
-        AgentConfig {
-            node_id: settings.id.clone(),
-            advertise: settings.advertise.unwrap_or(addr),
-            coordinators: settings.coordinators,
-            join_token: settings.join_token,
-            interval: settings.heartbeat_interval,
-        },
-        joined_tx,
-        shutdown.clone(),
-    )));
-    let mut http_addr = None;
-    if let Some(listen) = settings.http_listen {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("binding {listen}"))?;
-        http_addr = Some(listener.local_addr()?);
-        let app = node_router(settings.id, service.clone(), joined.clone());
-        tasks.push(tokio::spawn(serve_http(listener, app, shutdown.clone())));
-    }
-    Ok(Node {
-        service,
-        addr,
-        http_addr,
-        joined,
-        tasks,
-    })
-}
-
 /// Serves `app` on `listener` until `shutdown`, then lets requests in flight finish.
-async fn serve_http(
+pub(crate) async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     shutdown: CancellationToken,
@@ -259,40 +179,6 @@ async fn serve_http(
     }
 }
 
-/// /health, /ready (joined the cluster) and /metrics of a node.
-fn node_router(
-    id: String,
-    service: Arc<NodeService>,
-    joined: watch::Receiver<bool>,
-) -> axum::Router {
-    use axum::http::StatusCode;
-    use axum::routing::get;
-    let ready_joined = joined.clone();
-    axum::Router::new()
-        .route("/health", get(|| async { "ok" }))
-        .route(
-            "/ready",
-            get(move || {
-                let joined = *ready_joined.borrow();
-                async move {
-                    if joined {
-                        (StatusCode::OK, "ready").into_response()
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not joined yet").into_response()
-                    }
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let body =
-                    crate::metrics::node_metrics(&id, service.shard_count(), *joined.borrow());
-                async move { crate::metrics::exposition(body) }
-            }),
-        )
-}
-
 /// `quiver coordinator --config F`.
 pub async fn run_coordinator(
     config: crate::config::CoordinatorConfig,
@@ -302,10 +188,7 @@ pub async fn run_coordinator(
         Some(path) => AuthConfig::load(path)?,
         None if config.allow_dev_credentials => {
             tracing::warn!("serving the documented dev credentials (allow_dev_credentials = true)");
-            AuthConfig::dev(
-                crate::dev::DEV_ACCESS_KEY_ID,
-                crate::dev::DEV_SECRET_ACCESS_KEY,
-            )
+            AuthConfig::documented_dev()
         }
         None => anyhow::bail!(
             "no auth_config: give the coordinator a users file (see deploy/auth.example.toml), \
@@ -320,6 +203,7 @@ pub async fn run_coordinator(
             id: config.id,
             http_listen: config.http_listen,
             cluster_listen: config.cluster_listen,
+            advertise: config.advertise.clone(),
             data_dir: config.data_dir.clone(),
             join_token: config.join_token.clone(),
             bootstrap: if members.is_empty() {
@@ -329,6 +213,7 @@ pub async fn run_coordinator(
             },
             raft: config.raft_timings(),
             node_timeout: config.node_timeout(),
+            faults: None,
         },
         ApiSettings {
             region: config.region.clone(),
@@ -357,40 +242,5 @@ pub async fn run_coordinator(
     for task in coordinator.tasks {
         let _ = task.await;
     }
-    Ok(())
-}
-
-/// `quiver node --config F`.
-pub async fn run_node(
-    config: crate::config::NodeConfig,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let identity = ClusterIdentity::load(&config.tls.dir, &config.tls.name)
-        .with_context(|| format!("loading certificates from {}", config.tls.dir.display()))?;
-    let node = start_node(
-        NodeSettings {
-            id: config.id.clone(),
-            listen: config.listen,
-            advertise: config.advertise,
-            data_dir: config.data_dir.clone(),
-            coordinators: config.coordinators.clone(),
-            join_token: config.join_token.clone(),
-            heartbeat_interval: Duration::from_millis(config.heartbeat_ms),
-            shard: ShardConfig {
-                index_description: config.faiss_index.clone(),
-                ..ShardConfig::default()
-            },
-            http_listen: config.http_listen,
-        },
-        &identity,
-        shutdown.clone(),
-    )
-    .await?;
-    tracing::info!(id = %config.id, addr = %node.addr, shards = node.service.shard_count(), "node started");
-    shutdown.cancelled().await;
-    for task in node.tasks {
-        let _ = task.await;
-    }
-    node.service.shutdown().await;
     Ok(())
 }

@@ -5,20 +5,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use quiver::node::{start_node, NodeSettings};
+use quiver::process::{
+    start_coordinator, ApiSettings, Bootstrap, Coordinator, CoordinatorSettings, FaultHook,
+};
 use quiver_coordinator::auth::AuthConfig;
 use quiver_coordinator::catalog::{Catalog, CatalogCommand};
 use quiver_coordinator::cluster::network::call;
 use quiver_coordinator::cluster::peer::{PeerRequest, PeerResponse};
 use quiver_coordinator::cluster::types::Proposal;
 use quiver_coordinator::cluster::RaftTimings;
-use quiver_coordinator::process::{
-    start_coordinator, start_node, ApiSettings, Bootstrap, Coordinator, CoordinatorSettings,
-    NodeSettings,
-};
 use quiver_coordinator::throttle::RateLimits;
 use quiver_coordinator::tokens::TokenSigner;
-use quiver_node::client::QuicTransport;
-use quiver_node::tls::{ClusterIdentity, GeneratedCa, Role, CLUSTER_SERVER_NAME};
+use quiver_net::tls::{ClusterIdentity, GeneratedCa, Role, CLUSTER_SERVER_NAME};
+use quiver_net::QuicTransport;
 use quiver_proto::{
     decode, encode, ControlRequest, ControlResponse, Envelope, NodeError, NodeHello,
     MAX_FRAME_BYTES, PROTOCOL_VERSION,
@@ -51,11 +51,24 @@ async fn coordinator_with(
     id: &ClusterIdentity,
     shutdown: &CancellationToken,
 ) -> Coordinator {
+    coordinator_with_faults(raft_id, cluster_listen, bootstrap, dir, id, shutdown, None).await
+}
+
+async fn coordinator_with_faults(
+    raft_id: u64,
+    cluster_listen: SocketAddr,
+    bootstrap: Bootstrap,
+    dir: &std::path::Path,
+    id: &ClusterIdentity,
+    shutdown: &CancellationToken,
+    faults: Option<FaultHook>,
+) -> Coordinator {
     start_coordinator(
         CoordinatorSettings {
             id: raft_id,
             http_listen: "127.0.0.1:0".parse().expect("addr"),
             cluster_listen,
+            advertise: None,
             data_dir: dir.to_owned(),
             join_token: TOKEN.into(),
             bootstrap,
@@ -66,6 +79,7 @@ async fn coordinator_with(
                 snapshot_every: 10,
             },
             node_timeout: Duration::from_secs(1),
+            faults,
         },
         ApiSettings {
             region: "us-east-1".into(),
@@ -98,7 +112,7 @@ fn node_settings(
         listen,
         advertise: None,
         data_dir: data_dir.to_owned(),
-        coordinators: vec![coordinator],
+        coordinators: vec![coordinator.to_string()],
         join_token: TOKEN.into(),
         heartbeat_interval: Duration::from_millis(100),
         shard: Default::default(),
@@ -154,7 +168,10 @@ async fn garbage_and_bad_heartbeats_are_refused_and_change_nothing() {
     .await;
     // A peer allowed everything, so that only the bytes decide the answers below.
     let id = identity(&ca, "probe", &Role::ALL);
-    wait_until("a leader", Duration::from_secs(10), || c.control.ready()).await;
+    wait_until("a leader", Duration::from_secs(10), || {
+        c.control.has_leader()
+    })
+    .await;
 
     let client = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
     let connection = client
@@ -197,13 +214,20 @@ async fn garbage_and_bad_heartbeats_are_refused_and_change_nothing() {
 
     let transport = QuicTransport::new(&id).expect("transport");
     let addr: SocketAddr = c.cluster_addr;
-    let control_call =
-        |request: ControlRequest| transport.rpc::<_, ControlResponse>(addr, "t", CALL, request);
+    let peer = addr.to_string();
+    let control_call = |request: ControlRequest| {
+        quiver_net::rpc::<_, ControlResponse>(&*transport, &peer, "t", CALL, request)
+    };
     let reply = control_call(hello("node-1", "127.0.0.1:9", "wrong-token-wrong-token"))
         .await
         .expect("call");
     assert_eq!(reply, ControlResponse::Unauthorized);
-    for (id, addr) in [("bad id!", "127.0.0.1:9"), ("node-1", "not an address")] {
+    for (id, addr) in [
+        ("bad id!", "127.0.0.1:9"),
+        ("node-1", "not an address"),
+        ("node-1", "no-port.example"),
+        ("node-1", "bad host:9"),
+    ] {
         let reply = control_call(hello(id, addr, TOKEN)).await.expect("call");
         assert!(
             matches!(
@@ -217,10 +241,15 @@ async fn garbage_and_bad_heartbeats_are_refused_and_change_nothing() {
     // the status, an operator's cannot write to the catalog.
     let as_role =
         |role: Role| QuicTransport::new(&identity(&ca, role.name(), &[role])).expect("transport");
-    let reply = as_role(Role::Coordinator)
-        .rpc::<_, ControlResponse>(addr, "t", CALL, hello("node-1", "127.0.0.1:9", TOKEN))
-        .await
-        .expect("call");
+    let reply = quiver_net::rpc::<_, ControlResponse>(
+        &*as_role(Role::Coordinator),
+        &peer,
+        "t",
+        CALL,
+        hello("node-1", "127.0.0.1:9", TOKEN),
+    )
+    .await
+    .expect("call");
     assert_eq!(reply, ControlResponse::Unauthorized);
     for (role, request) in [
         (Role::Node, PeerRequest::Status),
@@ -235,7 +264,7 @@ async fn garbage_and_bad_heartbeats_are_refused_and_change_nothing() {
         (Role::Coordinator, PeerRequest::RemoveCoordinator { id: 1 }),
     ] {
         let kind = request.kind();
-        let reply = call(&as_role(role), &addr.to_string(), "t", CALL, &request)
+        let reply = call(&*as_role(role), &peer, "t", CALL, &request)
             .await
             .expect("call");
         assert!(
@@ -245,8 +274,8 @@ async fn garbage_and_bad_heartbeats_are_refused_and_change_nothing() {
     }
     assert!(matches!(
         call(
-            &as_role(Role::Admin),
-            &addr.to_string(),
+            &*as_role(Role::Admin),
+            &peer,
             "t",
             CALL,
             &PeerRequest::Status
@@ -259,7 +288,7 @@ async fn garbage_and_bad_heartbeats_are_refused_and_change_nothing() {
         0,
         "nothing was registered"
     );
-    assert!(c.control.ready(), "the coordinator still leads");
+    assert!(c.control.has_leader(), "the coordinator still leads");
     shutdown.cancel();
 }
 
@@ -356,7 +385,7 @@ async fn a_lagging_coordinator_catches_up_from_a_snapshot() {
     }
     let leader_id = {
         let probe = running[0].as_ref().expect("running").control.clone();
-        wait_until("a leader", Duration::from_secs(10), || probe.ready()).await;
+        wait_until("a leader", Duration::from_secs(10), || probe.has_leader()).await;
         let leader = probe.raft().metrics().borrow().current_leader;
         leader.expect("leader")
     };
@@ -498,4 +527,178 @@ async fn a_node_never_follows_another_cluster() {
     );
     assert_eq!(node.service.shard_count(), 1, "and keeps its shard");
     first.cancel();
+}
+
+/// Free loopback UDP ports for `n` coordinators and the Raft membership naming them.
+fn three_members(
+    n: usize,
+) -> (
+    Vec<SocketAddr>,
+    std::collections::BTreeMap<u64, quiver_coordinator::cluster::types::CoordinatorNode>,
+) {
+    use quiver_coordinator::cluster::types::CoordinatorNode;
+    let addrs: Vec<SocketAddr> = (0..n)
+        .map(|_| {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe port");
+            socket.local_addr().expect("addr")
+        })
+        .collect();
+    let members = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| {
+            let node = CoordinatorNode {
+                cluster_addr: addr.to_string(),
+                http_addr: "127.0.0.1:1".into(),
+            };
+            (i as u64 + 1, node)
+        })
+        .collect();
+    (addrs, members)
+}
+
+/// The leader cut off from both followers (through the fault-injecting transport every
+/// coordinator's cluster traffic goes through) cannot commit; the majority elects a leader and
+/// commits without it; once healed, the old leader's write goes through exactly once and every
+/// coordinator converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_coordinator_cannot_commit_and_recovers_when_healed() {
+    use quiver_net::fault::FaultTransport;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = GeneratedCa::generate("test CA").expect("ca");
+    let id = identity(&ca, "coordinator", &[Role::Coordinator]);
+    let (addrs, members) = three_members(3);
+    let shutdown = CancellationToken::new();
+    let mut running = Vec::new();
+    let mut faults: Vec<Arc<FaultTransport>> = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let hook_slot = slot.clone();
+        let hook: FaultHook = Box::new(move |f: Arc<FaultTransport>| {
+            *hook_slot.lock().expect("slot") = Some(f);
+        });
+        running.push(
+            coordinator_with_faults(
+                i as u64 + 1,
+                *addr,
+                Bootstrap::Members(members.clone()),
+                &dir.path().join(format!("c{i}")),
+                &id,
+                &shutdown,
+                Some(hook),
+            )
+            .await,
+        );
+        let captured = slot.lock().expect("slot").take().expect("fault transport");
+        faults.push(captured);
+    }
+    let probe = running[0].control.clone();
+    wait_until("a leader", Duration::from_secs(10), || probe.has_leader()).await;
+    let old = probe
+        .raft()
+        .metrics()
+        .borrow()
+        .current_leader
+        .expect("leader") as usize
+        - 1;
+    let old_addr = addrs[old].to_string();
+    let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    let other_addrs: Vec<String> = others.iter().map(|i| addrs[*i].to_string()).collect();
+    faults[old].partition(other_addrs.iter().map(String::as_str));
+    for i in &others {
+        faults[*i].partition([old_addr.as_str()]);
+    }
+
+    let isolated = running[old].control.clone();
+    let stuck = tokio::spawn(async move {
+        isolated
+            .execute(
+                "partitioned",
+                CatalogCommand::RegisterNode {
+                    id: "during-partition".into(),
+                    addr: "127.0.0.1:1".into(),
+                },
+            )
+            .await
+    });
+    let majority = running[others[0]].control.clone();
+    wait_until(
+        "the majority elects a new leader",
+        Duration::from_secs(15),
+        || {
+            let leader = majority.raft().metrics().borrow().current_leader;
+            leader.is_some_and(|l| l as usize - 1 != old)
+        },
+    )
+    .await;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        majority.execute(
+            "majority",
+            CatalogCommand::RegisterNode {
+                id: "majority".into(),
+                addr: "127.0.0.1:1".into(),
+            },
+        ),
+    )
+    .await
+    .expect("the majority commits in time")
+    .expect("the majority commits");
+    let has = |c: &Coordinator, node: &str| c.control.state().node(node).is_some();
+    assert!(
+        !has(&running[old], "majority"),
+        "the cut-off coordinator cannot see the majority's commits"
+    );
+    assert!(
+        !has(&running[old], "during-partition") && !has(&running[others[0]], "during-partition"),
+        "the cut-off leader cannot commit"
+    );
+    let went_through = if stuck.is_finished() {
+        // It may give up; what it must never do is succeed while cut off.
+        let result = stuck.await.expect("join");
+        assert!(
+            result.is_err(),
+            "a write through the cut-off leader succeeded"
+        );
+        false
+    } else {
+        for f in &faults {
+            f.heal();
+        }
+        tokio::time::timeout(Duration::from_secs(20), stuck)
+            .await
+            .expect("the old leader's write finishes once healed")
+            .expect("join")
+            .expect("and goes through the new leader");
+        true
+    };
+    for f in &faults {
+        f.heal();
+    }
+    for c in &running {
+        let control = c.control.clone();
+        wait_until(
+            "every coordinator converges",
+            Duration::from_secs(20),
+            || {
+                let state = control.state();
+                state.node("majority").is_some()
+                    && state.node("during-partition").is_some() == went_through
+            },
+        )
+        .await;
+    }
+    // The healed coordinator can commit again.
+    running[old]
+        .control
+        .execute(
+            "healed",
+            CatalogCommand::RegisterNode {
+                id: "after-heal".into(),
+                addr: "127.0.0.1:1".into(),
+            },
+        )
+        .await
+        .expect("commit after healing");
+    shutdown.cancel();
 }

@@ -7,22 +7,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use quiver_coordinator::auth::{AuthConfig, DEV_ACCESS_KEY_ID, DEV_SECRET_ACCESS_KEY};
+use quiver_coordinator::cluster::RaftTimings;
+use quiver_coordinator::throttle::{RateLimits, DEFAULT_MAX_CONCURRENT_REQUESTS};
+use quiver_coordinator::tokens::TokenSigner;
+use quiver_coordinator::validate::ArnScope;
+use quiver_net::tls::ClusterIdentity;
 use quiver_node::shard::ShardConfig;
-use quiver_node::tls::ClusterIdentity;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::AuthConfig;
-use crate::cluster::RaftTimings;
-use crate::process::{
-    start_coordinator, start_node, validate_scope, ApiSettings, Bootstrap, CoordinatorSettings,
-    NodeSettings,
-};
-use crate::throttle::RateLimits;
-use crate::tokens::TokenSigner;
+use crate::node::{start_node, NodeSettings};
+use crate::process::{start_coordinator, ApiSettings, Bootstrap, CoordinatorSettings};
 
-/// Documented dev credentials with full access, used when no `--auth-config` is given.
-pub const DEV_ACCESS_KEY_ID: &str = "quiverdev";
-pub const DEV_SECRET_ACCESS_KEY: &str = "quiverdevsecret";
 /// The node id of the embedded node; shard maps refer to it, so it never changes.
 pub const DEV_NODE_ID: &str = "node-1";
 
@@ -58,23 +54,27 @@ pub struct DevArgs {
     /// the default is the S3 Vectors service limit. Over it: 429 TooManyRequestsException.
     #[arg(
         long,
-        default_value_t = 1_000,
+        default_value_t = RateLimits::DEFAULT.write_requests_per_second,
         env = "QUIVER_MAX_WRITE_REQUESTS_PER_INDEX"
     )]
     pub max_write_requests_per_index: u32,
     /// Per-index limit on vectors written or deleted per second (0 = unlimited).
     #[arg(
         long,
-        default_value_t = 2_500,
+        default_value_t = RateLimits::DEFAULT.write_vectors_per_second,
         env = "QUIVER_MAX_WRITE_VECTORS_PER_INDEX"
     )]
     pub max_write_vectors_per_index: u32,
     /// Per-index limit on QueryVectors + GetVectors + ListVectors requests per second
     /// (0 = unlimited, the default).
-    #[arg(long, default_value_t = 0, env = "QUIVER_MAX_READ_REQUESTS_PER_INDEX")]
+    #[arg(
+        long,
+        default_value_t = RateLimits::DEFAULT.read_requests_per_second,
+        env = "QUIVER_MAX_READ_REQUESTS_PER_INDEX"
+    )]
     pub max_read_requests_per_index: u32,
     /// API requests executing at once; more wait up to 2 s for a slot, then get 429.
-    #[arg(long, default_value_t = 256, env = "QUIVER_MAX_CONCURRENT_REQUESTS")]
+    #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENT_REQUESTS, env = "QUIVER_MAX_CONCURRENT_REQUESTS")]
     pub max_concurrent_requests: usize,
     /// FAISS index description for new shards (wrapped in IDMap2).
     #[arg(long, default_value = quiver_node::vector_index::DEFAULT_INDEX_DESCRIPTION, env = "QUIVER_FAISS_INDEX")]
@@ -92,7 +92,7 @@ const DEV_RAFT: RaftTimings = RaftTimings {
 const JOIN_WAIT: Duration = Duration::from_secs(30);
 
 pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    validate_scope(&args.region, &args.account_id)?;
+    ArnScope::new(&args.region, &args.account_id).map_err(anyhow::Error::msg)?;
     let auth_config = match &args.auth_config {
         Some(path) => AuthConfig::load(path)?,
         None => {
@@ -104,7 +104,7 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
                     args.listen
                 );
             }
-            AuthConfig::dev(DEV_ACCESS_KEY_ID, DEV_SECRET_ACCESS_KEY)
+            AuthConfig::documented_dev()
         }
     };
     std::fs::create_dir_all(&args.data_dir)
@@ -125,11 +125,13 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
             id: 1,
             http_listen: args.listen,
             cluster_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
             data_dir: args.data_dir.clone(),
             join_token: join_token.clone(),
             bootstrap: Bootstrap::Solo,
             raft: DEV_RAFT,
             node_timeout: Duration::from_secs(5),
+            faults: None,
         },
         ApiSettings {
             region: args.region.clone(),
@@ -155,7 +157,7 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
             listen: args.node_listen,
             advertise: None,
             data_dir: args.data_dir.join("node"),
-            coordinators: vec![coordinator.cluster_addr],
+            coordinators: vec![coordinator.cluster_addr.to_string()],
             join_token,
             heartbeat_interval: Duration::from_millis(500),
             shard: ShardConfig {

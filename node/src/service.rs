@@ -1,0 +1,453 @@
+//! The node service: the registry of hosted shards, admission control, the RPC dispatch of
+//! [`NodeRequest`]s, reconciliation with the control plane's assignments, and the cluster-id
+//! file that pins the node to one cluster.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use quiver_net::server::RpcService;
+use quiver_net::tls::{Role, Roles};
+use quiver_proto::{NodeError, NodeRequest, NodeResponse, ShardId, ShardSpec};
+use ractor::ActorRef;
+use tokio::sync::Semaphore;
+
+use crate::shard::{Shard, ShardConfig};
+use crate::store::ShardStore;
+use crate::supervisor::{
+    shard_dir, Registry, ShardMsg, ShardSlot, SharedShard, Supervisor, SupervisorMsg,
+};
+
+/// Largest `limit` a List request may ask for.
+pub const MAX_LIST_LIMIT: u32 = 10_000;
+/// Largest `top_k` a Search request may ask for.
+pub const MAX_TOP_K: u32 = 10_000;
+/// Most shards one SearchShards request may name.
+pub const MAX_SHARDS_PER_SEARCH: usize = 1_024;
+
+/// Node-wide limits.
+#[derive(Debug, Clone)]
+pub struct NodeLimits {
+    /// Requests executing at once; more are refused with a retryable `Overloaded`.
+    pub max_in_flight: usize,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        NodeLimits {
+            max_in_flight: 1024,
+        }
+    }
+}
+
+/// The node: a registry of shards and the RPC entry point.
+pub struct NodeService {
+    data_dir: PathBuf,
+    registry: Arc<Registry>,
+    supervisor: ActorRef<SupervisorMsg>,
+    admission: Semaphore,
+    /// When each hosted shard was opened by this process (see [`NodeService::reconcile`]).
+    opened_at: parking_lot::Mutex<HashMap<ShardId, Instant>>,
+}
+
+/// What [`NodeService::reconcile`] changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    pub created: Vec<ShardId>,
+    pub dropped: Vec<ShardId>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeStartError {
+    #[error("reading shard directory {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("starting the shard supervisor: {0}")]
+    Spawn(#[from] ractor::SpawnErr),
+    #[error("shard {0} failed to open: {1}")]
+    Shard(String, NodeError),
+}
+
+impl NodeService {
+    /// Starts the supervisor and re-opens every shard found under `data_dir/shards`.
+    pub async fn start(
+        data_dir: &Path,
+        config: ShardConfig,
+        limits: NodeLimits,
+    ) -> Result<Arc<NodeService>, NodeStartError> {
+        let registry = Arc::new(Registry::default());
+        let supervisor = Supervisor::spawn(data_dir, config, registry.clone()).await?;
+        let service = Arc::new(NodeService {
+            data_dir: data_dir.to_owned(),
+            registry,
+            supervisor,
+            admission: Semaphore::new(limits.max_in_flight),
+            opened_at: parking_lot::Mutex::new(HashMap::new()),
+        });
+        // Shards dropped just before a crash may still sit in the trash.
+        let _ = std::fs::remove_dir_all(data_dir.join("trash"));
+        let shards_dir = data_dir.join("shards");
+        let io = |source| NodeStartError::Io {
+            path: shards_dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&shards_dir).map_err(io)?;
+        let mut specs = Vec::new();
+        for entry in std::fs::read_dir(&shards_dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            match ShardStore::read_spec(&path) {
+                Ok(Some(spec)) => specs.push(spec),
+                Ok(None) => {
+                    tracing::warn!(path = %path.display(), "skipping directory without a shard")
+                }
+                Err(error) => tracing::error!(path = %path.display(), %error, "unreadable shard"),
+            }
+        }
+        for spec in specs {
+            let id = spec.id;
+            service
+                .create_shard(spec)
+                .await
+                .map_err(|e| NodeStartError::Shard(id.to_string(), e))?;
+        }
+        Ok(service)
+    }
+
+    /// Stops every shard actor (each finishes the batch it is applying; everything acknowledged
+    /// is already durable) and the supervisor, closing the shards' stores.
+    pub async fn shutdown(&self) {
+        let shards: Vec<(ShardSpec, ShardSlot)> = self
+            .registry
+            .shards
+            .write()
+            .drain()
+            .map(|(_, entry)| entry)
+            .collect();
+        self.supervisor.stop(None);
+        for (_, slot) in shards {
+            if let ShardSlot::Ready { actor, .. } = slot {
+                let _ = actor
+                    .stop_and_wait(None, Some(Duration::from_secs(30)))
+                    .await;
+            }
+        }
+        self.opened_at.lock().clear();
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.registry.shards.read().len()
+    }
+
+    /// Ids of every shard this node hosts.
+    pub fn shard_ids(&self) -> Vec<ShardId> {
+        let mut ids: Vec<ShardId> = self.registry.shards.read().keys().copied().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Checks that assignments come from the cluster this node belongs to: the first cluster id
+    /// seen is written (fsynced) to `<data-dir>/cluster-id`; another id later is refused, so a
+    /// node pointed at a new or wrong control plane never drops the shards it holds.
+    pub fn check_cluster(&self, cluster_id: u128) -> Result<(), NodeError> {
+        let path = self.data_dir.join("cluster-id");
+        let storage = |e: std::io::Error| NodeError::Storage(format!("{}: {e}", path.display()));
+        let wanted = format!("{cluster_id:032x}");
+        match std::fs::read_to_string(&path) {
+            Ok(existing) if existing.trim() == wanted => Ok(()),
+            Ok(existing) => Err(NodeError::InvalidRequest(format!(
+                "this node belongs to cluster {}, but the control plane is cluster {wanted}",
+                existing.trim()
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                use std::io::Write;
+                let tmp = path.with_extension("tmp");
+                let mut file = std::fs::File::create(&tmp).map_err(storage)?;
+                file.write_all(wanted.as_bytes()).map_err(storage)?;
+                file.sync_all().map_err(storage)?;
+                std::fs::rename(&tmp, &path).map_err(storage)?;
+                if let Some(dir) = path.parent() {
+                    std::fs::File::open(dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(storage)?;
+                }
+                tracing::info!(cluster = %wanted, "joined a cluster");
+                Ok(())
+            }
+            Err(e) => Err(storage(e)),
+        }
+    }
+
+    /// Makes the hosted shards match `assigned`, the control plane's list for this node as read
+    /// at or after `asked_at`: creates the missing ones and drops the ones not listed.
+    ///
+    /// A shard opened after `asked_at` is never dropped: the list may predate it (a coordinator
+    /// creates a new index's shards right after committing the index, while an older answer may
+    /// still be in flight). Because indexes are committed before their shards are created, a
+    /// list read after a shard was opened names it unless its index was deleted.
+    pub async fn reconcile(
+        &self,
+        assigned: Vec<ShardSpec>,
+        asked_at: Instant,
+    ) -> Result<Reconciled, NodeError> {
+        let wanted: std::collections::HashSet<ShardId> = assigned.iter().map(|s| s.id).collect();
+        let mut changes = Reconciled::default();
+        for id in self.shard_ids() {
+            let opened = self.opened_at.lock().get(&id).copied();
+            let stale_list = opened.is_some_and(|opened| opened > asked_at);
+            if !wanted.contains(&id) && !stale_list {
+                tracing::warn!(shard = %id, "dropping a shard the control plane no longer assigns here");
+                self.drop_shard(id).await?;
+                changes.dropped.push(id);
+            }
+        }
+        let hosted: std::collections::HashSet<ShardId> = self.shard_ids().into_iter().collect();
+        for spec in assigned {
+            if !hosted.contains(&spec.id) {
+                let id = spec.id;
+                tracing::info!(shard = %id, "creating a shard the control plane assigns here");
+                self.create_shard(spec).await?;
+                changes.created.push(id);
+            }
+        }
+        Ok(changes)
+    }
+
+    async fn create_shard(&self, spec: ShardSpec) -> Result<(), NodeError> {
+        let id = spec.id;
+        match ractor::call!(self.supervisor, SupervisorMsg::Start, spec) {
+            Ok(result) => {
+                if result.is_ok() {
+                    self.opened_at.lock().entry(id).or_insert_with(Instant::now);
+                }
+                result
+            }
+            Err(e) => Err(NodeError::Storage(format!("supervisor unavailable: {e}"))),
+        }
+    }
+
+    async fn drop_shard(&self, id: ShardId) -> Result<(), NodeError> {
+        self.opened_at.lock().remove(&id);
+        let removed = self.registry.shards.write().remove(&id);
+        if let Some((_, ShardSlot::Ready { actor, .. })) = removed {
+            let _ = actor
+                .stop_and_wait(None, Some(Duration::from_secs(30)))
+                .await;
+        }
+        let dir = shard_dir(&self.data_dir, id);
+        let trash = self.data_dir.join("trash").join(format!(
+            "{id}-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            if dir.exists() {
+                // Rename first (atomic): a crash can never leave a half-deleted shard to re-open.
+                if let Some(parent) = trash.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::rename(&dir, &trash)?;
+                std::fs::remove_dir_all(&trash)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| NodeError::Storage(e.to_string()))?
+        .map_err(|e| NodeError::Storage(format!("removing shard {id}: {e}")))
+    }
+
+    fn ready(&self, id: ShardId) -> Result<(SharedShard, ActorRef<ShardMsg>), NodeError> {
+        match self.registry.shards.read().get(&id) {
+            None => Err(NodeError::ShardNotFound(id)),
+            Some((_, ShardSlot::Unavailable)) => Err(NodeError::ShardUnavailable(id)),
+            Some((_, ShardSlot::Ready { state, actor })) => Ok((state.clone(), actor.clone())),
+        }
+    }
+
+    /// Runs a read against a shard on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        id: ShardId,
+        f: impl FnOnce(&Shard) -> Result<T, NodeError> + Send + 'static,
+    ) -> Result<T, NodeError> {
+        let (state, _) = self.ready(id)?;
+        tokio::task::spawn_blocking(move || f(&state.read()))
+            .await
+            .map_err(|e| NodeError::Storage(format!("read task failed: {e}")))?
+    }
+
+    /// Searches `shards` (all hosted here) on one blocking task and merges their top-k.
+    async fn search(
+        &self,
+        shards: Vec<ShardId>,
+        vector: Vec<f32>,
+        top_k: u32,
+        filter: Option<quiver_proto::Filter>,
+        return_metadata: bool,
+    ) -> Result<NodeResponse, NodeError> {
+        if top_k == 0 || top_k > MAX_TOP_K {
+            return Err(NodeError::InvalidRequest("top_k out of range".into()));
+        }
+        if shards.is_empty() || shards.len() > MAX_SHARDS_PER_SEARCH {
+            return Err(NodeError::InvalidRequest("shard count out of range".into()));
+        }
+        let states = shards
+            .iter()
+            .map(|&id| self.ready(id).map(|(state, _)| state))
+            .collect::<Result<Vec<_>, _>>()?;
+        tokio::task::spawn_blocking(move || {
+            let lists = states
+                .iter()
+                .map(|state| {
+                    state
+                        .read()
+                        .search(&vector, top_k as usize, filter.as_ref(), return_metadata)
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(NodeError::from)?;
+            Ok(NodeResponse::Hits(quiver_proto::merge_top_k(
+                lists,
+                top_k as usize,
+            )))
+        })
+        .await
+        .map_err(|e| NodeError::Storage(format!("search task failed: {e}")))?
+    }
+
+    /// Executes one request before `deadline`.
+    pub async fn handle(&self, request: NodeRequest, deadline: Instant) -> NodeResponse {
+        let Ok(_permit) = self.admission.try_acquire() else {
+            return NodeResponse::Error(NodeError::Overloaded);
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return NodeResponse::Error(NodeError::DeadlineExceeded);
+        }
+        match tokio::time::timeout(remaining, self.execute(request, remaining)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => NodeResponse::Error(error),
+            Err(_) => NodeResponse::Error(NodeError::DeadlineExceeded),
+        }
+    }
+
+    async fn execute(
+        &self,
+        request: NodeRequest,
+        remaining: Duration,
+    ) -> Result<NodeResponse, NodeError> {
+        match request {
+            NodeRequest::Ping => Ok(NodeResponse::Pong),
+            NodeRequest::CreateShard(spec) => {
+                if spec.dimension == 0 || spec.dimension > 4096 {
+                    return Err(NodeError::InvalidRequest("dimension out of range".into()));
+                }
+                self.create_shard(spec).await.map(|()| NodeResponse::Done)
+            }
+            NodeRequest::DropShard(id) => self.drop_shard(id).await.map(|()| NodeResponse::Done),
+            NodeRequest::Write { shard, ops } => {
+                let (_, actor) = self.ready(shard)?;
+                match actor
+                    .call(|reply| ShardMsg::Write(ops, reply), Some(remaining))
+                    .await
+                {
+                    Ok(ractor::rpc::CallResult::Success(result)) => {
+                        result.map(|seq| NodeResponse::Written { seq })
+                    }
+                    Ok(ractor::rpc::CallResult::Timeout) => Err(NodeError::DeadlineExceeded),
+                    Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
+                        Err(NodeError::ShardUnavailable(shard))
+                    }
+                }
+            }
+            NodeRequest::Get {
+                shard,
+                keys,
+                return_data,
+                return_metadata,
+            } => {
+                if keys.len() > 1_000 {
+                    return Err(NodeError::InvalidRequest("too many keys".into()));
+                }
+                self.read(shard, move |s| {
+                    Ok(NodeResponse::Vectors(s.get(
+                        &keys,
+                        return_data,
+                        return_metadata,
+                    )))
+                })
+                .await
+            }
+            NodeRequest::List {
+                shard,
+                after,
+                limit,
+                range,
+                return_data,
+                return_metadata,
+            } => {
+                let limit = limit.min(MAX_LIST_LIMIT) as usize;
+                self.read(shard, move |s| {
+                    let (vectors, more) =
+                        s.list(after.as_deref(), limit, range, return_data, return_metadata);
+                    Ok(NodeResponse::Listed { vectors, more })
+                })
+                .await
+            }
+            NodeRequest::SearchShards {
+                shards,
+                vector,
+                top_k,
+                filter,
+                return_metadata,
+            } => {
+                self.search(shards, vector, top_k, filter, return_metadata)
+                    .await
+            }
+            NodeRequest::Search {
+                shard,
+                vector,
+                top_k,
+                filter,
+                return_metadata,
+            } => {
+                self.search(vec![shard], vector, top_k, filter, return_metadata)
+                    .await
+            }
+        }
+    }
+}
+
+impl RpcService for NodeService {
+    type Request = NodeRequest;
+    type Response = NodeResponse;
+    fn kind(request: &NodeRequest) -> &'static str {
+        request.kind()
+    }
+    fn reject(error: NodeError) -> NodeResponse {
+        NodeResponse::Error(error)
+    }
+    fn is_error(response: &NodeResponse) -> bool {
+        matches!(response, NodeResponse::Error(_))
+    }
+    fn handle(
+        self: Arc<Self>,
+        request: NodeRequest,
+        roles: Roles,
+        deadline: Instant,
+    ) -> BoxFuture<'static, NodeResponse> {
+        // Only coordinators call shards.
+        if !roles.contains(Role::Coordinator) {
+            return Box::pin(async {
+                NodeResponse::Error(NodeError::Forbidden(
+                    "the peer's certificate does not grant the coordinator role".into(),
+                ))
+            });
+        }
+        Box::pin(async move { NodeService::handle(&self, request, deadline).await })
+    }
+}
