@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
-use quiver_node::vector_index::{VectorIndex, DEFAULT_EF_SEARCH, DEFAULT_INDEX_DESCRIPTION};
+use quiver_node::index::vector::{VectorIndex, DEFAULT_EF_SEARCH, DEFAULT_INDEX_DESCRIPTION};
 use quiver_proto::DistanceMetric;
 use serde::Serialize;
 

@@ -7,15 +7,12 @@
 //! - [`supervisor`]: one ractor actor per shard under a supervisor that restarts failed shards.
 //! - [`shard`]: the shard state machine (apply write batches, get, list, search).
 //! - [`store`]: the shard's redb database, fsynced before a batch is acknowledged.
-//! - [`vector_index`]: the FAISS wrapper — the only module with `unsafe`.
-//! - [`distance`]: exact distance kernels (vectorizable).
-//! - [`filter_index`]: the in-memory metadata filter index (roaring bitmaps).
+//! - [`index`]: the in-memory indexes: FAISS (the only module with `unsafe`), metadata filters
+//!   (roaring bitmaps), exact distance kernels.
 
 pub mod agent;
-pub mod distance;
-pub mod filter_index;
+pub mod index;
 pub mod service;
 pub mod shard;
 pub mod store;
 pub mod supervisor;
-pub mod vector_index;

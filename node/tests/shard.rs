@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 
-use quiver_node::filter_index::matches;
+use quiver_node::index::filter::matches;
 use quiver_node::shard::{Shard, ShardConfig, ShardError};
 use quiver_proto::{
     key_hash, DistanceMetric, Filter, FilterValue, HashRange, Hit, IndexUid, MetaValue, Metadata,
@@ -103,8 +103,8 @@ fn gaussian(rng: &mut StdRng) -> f32 {
 /// exact-search answers can be compared bit for bit.
 fn l2(a: &[f32], b: &[f32]) -> f32 {
     // The shard's float32 kernel, so "exact" means bit-identical to what the shard must return;
-    // the kernel itself is checked against a naive f64 sum in `quiver_node::distance`.
-    quiver_node::distance::l2_squared(a, b).sqrt()
+    // the kernel itself is checked against a naive f64 sum in `quiver_node::index::distance`.
+    quiver_node::index::distance::l2_squared(a, b).sqrt()
 }
 
 /// 1 - cos(a, b), computed in f64 independently of the shard's formula.

@@ -79,7 +79,7 @@ fn default_node_heartbeat_ms() -> u64 {
     500
 }
 fn default_faiss_index() -> String {
-    quiver_node::vector_index::DEFAULT_INDEX_DESCRIPTION.into()
+    quiver_node::index::vector::DEFAULT_INDEX_DESCRIPTION.into()
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -77,7 +77,7 @@ pub struct DevArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENT_REQUESTS, env = "QUIVER_MAX_CONCURRENT_REQUESTS")]
     pub max_concurrent_requests: usize,
     /// FAISS index description for new shards (wrapped in IDMap2).
-    #[arg(long, default_value = quiver_node::vector_index::DEFAULT_INDEX_DESCRIPTION, env = "QUIVER_FAISS_INDEX")]
+    #[arg(long, default_value = quiver_node::index::vector::DEFAULT_INDEX_DESCRIPTION, env = "QUIVER_FAISS_INDEX")]
     pub faiss_index: String,
 }
 
