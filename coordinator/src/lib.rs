@@ -3,7 +3,6 @@
 //! - [`api`]: axum routes and one function per S3 Vectors operation (the only code that knows the
 //!   S3 Vectors JSON names).
 //! - [`auth`]: SigV4 verification and IAM-style policy evaluation.
-//! - [`validate`]: pure validation of names, ARNs, vectors, metadata and filters.
 //! - [`catalog`]: buckets, indexes and shard maps as a deterministic state machine, persisted in
 //!   redb behind the [`catalog::Catalog`] interface.
 //! - [`dataplane`]: key -> shard routing, fan-out over QUIC, k-way merge.
@@ -32,4 +31,3 @@ pub mod placement;
 pub mod process;
 pub mod throttle;
 pub mod tokens;
-pub mod validate;

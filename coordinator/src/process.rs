@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{router, ApiConfig, AppState};
+use crate::api::{router, ApiConfig, AppState, ArnScope};
 use crate::auth::{AuthConfig, Authenticator};
 use crate::cluster::types::CoordinatorNode;
 use crate::cluster::{ControlPlane, RaftTimings};
@@ -26,7 +26,6 @@ use crate::dataplane::DataPlane;
 use crate::metrics::Metrics;
 use crate::throttle::{RateLimits, Throttle};
 use crate::tokens::{CursorCache, TokenSigner};
-use crate::validate::ArnScope;
 
 /// What the S3 Vectors API of a coordinator needs.
 pub struct ApiSettings {

@@ -31,7 +31,13 @@ use crate::metrics::Metrics;
 use crate::placement;
 use crate::throttle::Throttle;
 use crate::tokens::{CursorCache, TokenSigner};
-use crate::validate::{self, ArnScope, BucketAddress, IndexAddress};
+
+mod operation;
+mod validate;
+
+use operation::{Operation, ReadKind};
+pub use validate::ArnScope;
+use validate::{BucketAddress, IndexAddress};
 
 /// Settings of the API layer.
 #[derive(Debug, Clone)]
@@ -63,9 +69,18 @@ pub struct AppState {
 }
 
 /// One authenticated request.
-pub struct Ctx {
-    pub request_id: String,
-    pub principal: Principal,
+struct Ctx {
+    request_id: String,
+    principal: Principal,
+    operation: Operation,
+}
+
+/// What an operation reads from its HTTP request besides the headers.
+struct Input<'a> {
+    /// The route's path label, percent-decoded: the operation name, or the ARN of a tag route.
+    label: &'a str,
+    query: Option<&'a str>,
+    body: &'a [u8],
 }
 
 impl AppState {
@@ -99,10 +114,7 @@ pub fn router(state: App) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/{operation}", post(dispatch))
-        .route(
-            "/tags/{arn}",
-            get(tags_dispatch).post(tags_dispatch).delete(tags_dispatch),
-        )
+        .route("/tags/{arn}", get(dispatch).post(dispatch).delete(dispatch))
         .fallback(unknown_route)
         .method_not_allowed_fallback(unknown_route)
         .layer(axum::middleware::from_fn_with_state(
@@ -170,22 +182,6 @@ async fn admission(State(app): State<App>, request: Request, next: Next) -> Resp
     next.run(request).await
 }
 
-/// Authenticates a request and builds its context.
-fn authenticated(
-    app: &AppState,
-    request_id: String,
-    method: &axum::http::Method,
-    uri: &axum::http::Uri,
-    headers: &axum::http::HeaderMap,
-    body: &[u8],
-) -> Result<Ctx, ApiError> {
-    let principal = app.auth.authenticate(method, uri, headers, body)?;
-    Ok(Ctx {
-        request_id,
-        principal,
-    })
-}
-
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let body = if body.is_empty() {
         b"{}".as_slice()
@@ -204,10 +200,14 @@ fn ok_empty() -> Response {
     StatusCode::OK.into_response()
 }
 
+/// Runs one S3 Vectors request, for both routes (`POST /{operation}` and
+/// `GET|POST|DELETE /tags/{arn}`; `label` is the route's one path label, percent-decoded):
+/// body limit, authentication, the operation, its read barrier. The one place that logs a
+/// failed request.
 async fn dispatch(
     State(app): State<App>,
     Extension(RequestId(request_id)): Extension<RequestId>,
-    Path(operation): Path<String>,
+    Path(label): Path<String>,
     method: axum::http::Method,
     uri: axum::http::Uri,
     headers: axum::http::HeaderMap,
@@ -223,105 +223,58 @@ async fn dispatch(
             .into_response()
         }
     };
-    let ctx = match authenticated(&app, request_id, &method, &uri, &headers, &body) {
-        Ok(ctx) => ctx,
+    let principal = match app.auth.authenticate(&method, &uri, &headers, &body) {
+        Ok(principal) => principal,
         Err(error) => return error.into_response(),
     };
-    // Reads of the catalog itself are linearizable (cheap and rare next to data calls).
-    let control_read = CONTROL_READS.contains(&operation.as_str());
-    let result = with_read_barrier(&app, control_read, || {
-        operate(&app, &operation, &body, &ctx)
-    })
-    .await;
-    match result {
+    let Some(operation) = Operation::from_request(&method, uri.path()) else {
+        let error = ApiError::UnknownOperation(format!("Unknown operation: {label}"));
+        tracing::debug!(%request_id, %error, "request rejected");
+        return error.into_response();
+    };
+    let ctx = Ctx {
+        request_id,
+        principal,
+        operation,
+    };
+    let input = Input {
+        label: &label,
+        query: uri.query(),
+        body: &body,
+    };
+    match run(&app, &ctx, &input).await {
         Ok(response) => response,
         Err(error) => {
             let (status, _) = error.status_and_type();
+            let operation = operation.name();
+            let request_id = &ctx.request_id;
             if status.is_server_error() {
-                tracing::warn!(operation, %error, "request failed");
+                tracing::warn!(operation, %request_id, %error, "request failed");
             } else {
-                tracing::debug!(operation, %error, "request rejected");
+                tracing::debug!(operation, %request_id, %error, "request rejected");
             }
             error.into_response()
         }
     }
 }
 
-/// Runs `attempt` so that it sees every change committed (through any coordinator) before
-/// this request started: after a linearizable read barrier when `always`, otherwise from the
-/// local state, and once more after the barrier only if that answered NotFound (this
-/// coordinator may not yet have applied a change committed elsewhere; a NotFound answer
-/// changed nothing, so the second attempt is safe).
-async fn with_read_barrier<F, Fut>(
-    app: &AppState,
-    always: bool,
-    attempt: F,
-) -> Result<Response, ApiError>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<Response, ApiError>>,
-{
-    if always {
+/// Runs the operation so that it sees every change committed (through any coordinator)
+/// before this request started. A control read passes a linearizable read barrier first.
+/// Any other operation runs on the local state, and once more after the barrier if it
+/// answered NotFound (this coordinator may not yet have applied a change committed
+/// elsewhere) and [`Operation::retries_on_not_found`] declares that safe.
+async fn run(app: &AppState, ctx: &Ctx, input: &Input<'_>) -> Result<Response, ApiError> {
+    if ctx.operation.read_kind() == ReadKind::ControlRead {
         app.catalog.sync().await?;
-        return attempt().await;
+        return operate(app, ctx, input).await;
     }
-    let result = attempt().await;
-    if !result.as_ref().is_err_and(ApiError::is_not_found) {
+    let result = operate(app, ctx, input).await;
+    let not_found = result.as_ref().is_err_and(ApiError::is_not_found);
+    if !(not_found && ctx.operation.retries_on_not_found()) {
         return result;
     }
     app.catalog.sync().await?;
-    attempt().await
-}
-
-/// The operations served under `POST /{operation}` (tags have their own route).
-const OPERATIONS: [&str; 19] = [
-    "CreateVectorBucket",
-    "GetVectorBucket",
-    "ListVectorBuckets",
-    "DeleteVectorBucket",
-    "CreateIndex",
-    "GetIndex",
-    "ListIndexes",
-    "DeleteIndex",
-    "PutVectors",
-    "GetVectors",
-    "ListVectors",
-    "DeleteVectors",
-    "QueryVectors",
-    "PutVectorBucketPolicy",
-    "GetVectorBucketPolicy",
-    "DeleteVectorBucketPolicy",
-    "PutVectorBucketDefaultIndexMode",
-    "UpdateIndexMode",
-    "UpdateMetadataConfiguration",
-];
-
-/// Operations that only read the catalog; they read linearizably.
-const CONTROL_READS: [&str; 5] = [
-    "GetVectorBucket",
-    "ListVectorBuckets",
-    "GetIndex",
-    "ListIndexes",
-    "GetVectorBucketPolicy",
-];
-
-/// The metrics label of a request: a known operation or "unknown", so arbitrary paths cannot
-/// grow the metric families.
-fn operation_label(method: &axum::http::Method, path: &str) -> &'static str {
-    if path.starts_with("/tags/") {
-        return match *method {
-            axum::http::Method::GET => "ListTagsForResource",
-            axum::http::Method::POST => "TagResource",
-            axum::http::Method::DELETE => "UntagResource",
-            _ => "unknown",
-        };
-    }
-    let operation = path.trim_start_matches('/');
-    OPERATIONS
-        .iter()
-        .find(|known| **known == operation)
-        .copied()
-        .unwrap_or("unknown")
+    operate(app, ctx, input).await
 }
 
 /// Counts every API request by operation and status, with its latency.
@@ -330,7 +283,9 @@ async fn observe(State(app): State<App>, request: Request, next: Next) -> Respon
     if path == "/health" || path == "/ready" || path == "/metrics" {
         return next.run(request).await;
     }
-    let operation = operation_label(request.method(), path);
+    // Anything else counts as "unknown", so arbitrary paths cannot grow the metric families.
+    let operation =
+        Operation::from_request(request.method(), path).map_or("unknown", Operation::name);
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     app.metrics
@@ -339,35 +294,31 @@ async fn observe(State(app): State<App>, request: Request, next: Next) -> Respon
 }
 
 /// Runs one S3 Vectors operation.
-async fn operate(
-    app: &AppState,
-    operation: &str,
-    body: &[u8],
-    ctx: &Ctx,
-) -> Result<Response, ApiError> {
-    match operation {
-        "CreateVectorBucket" => create_bucket(app, body, ctx).await,
-        "GetVectorBucket" => get_bucket(app, body, ctx),
-        "ListVectorBuckets" => list_buckets(app, body, ctx),
-        "DeleteVectorBucket" => delete_bucket(app, body, ctx).await,
-        "CreateIndex" => create_index(app, body, ctx).await,
-        "GetIndex" => get_index(app, body, ctx),
-        "ListIndexes" => list_indexes(app, body, ctx),
-        "DeleteIndex" => delete_index(app, body, ctx).await,
-        "PutVectors" => put_vectors(app, body, ctx).await,
-        "GetVectors" => get_vectors(app, body, ctx).await,
-        "ListVectors" => list_vectors(app, body, ctx).await,
-        "DeleteVectors" => delete_vectors(app, body, ctx).await,
-        "QueryVectors" => query_vectors(app, body, ctx).await,
-        "PutVectorBucketPolicy" => put_bucket_policy(app, body, ctx).await,
-        "GetVectorBucketPolicy" => get_bucket_policy(app, body, ctx),
-        "DeleteVectorBucketPolicy" => delete_bucket_policy(app, body, ctx).await,
-        "PutVectorBucketDefaultIndexMode" => put_default_index_mode(app, body, ctx).await,
-        "UpdateIndexMode" => update_index_mode(app, body, ctx).await,
-        "UpdateMetadataConfiguration" => update_metadata_configuration(app, body, ctx),
-        other => Err(ApiError::UnknownOperation(format!(
-            "Unknown operation: {other}"
-        ))),
+async fn operate(app: &AppState, ctx: &Ctx, input: &Input<'_>) -> Result<Response, ApiError> {
+    let body = input.body;
+    match ctx.operation {
+        Operation::CreateVectorBucket => create_bucket(app, body, ctx).await,
+        Operation::GetVectorBucket => get_bucket(app, body, ctx),
+        Operation::ListVectorBuckets => list_buckets(app, body, ctx),
+        Operation::DeleteVectorBucket => delete_bucket(app, body, ctx).await,
+        Operation::CreateIndex => create_index(app, body, ctx).await,
+        Operation::GetIndex => get_index(app, body, ctx),
+        Operation::ListIndexes => list_indexes(app, body, ctx),
+        Operation::DeleteIndex => delete_index(app, body, ctx).await,
+        Operation::PutVectors => put_vectors(app, body, ctx).await,
+        Operation::GetVectors => get_vectors(app, body, ctx).await,
+        Operation::ListVectors => list_vectors(app, body, ctx).await,
+        Operation::DeleteVectors => delete_vectors(app, body, ctx).await,
+        Operation::QueryVectors => query_vectors(app, body, ctx).await,
+        Operation::PutVectorBucketPolicy => put_bucket_policy(app, body, ctx).await,
+        Operation::GetVectorBucketPolicy => get_bucket_policy(app, body, ctx),
+        Operation::DeleteVectorBucketPolicy => delete_bucket_policy(app, body, ctx).await,
+        Operation::PutVectorBucketDefaultIndexMode => put_default_index_mode(app, body, ctx).await,
+        Operation::UpdateIndexMode => update_index_mode(app, body, ctx).await,
+        Operation::UpdateMetadataConfiguration => update_metadata_configuration(app, body, ctx),
+        Operation::TagResource | Operation::UntagResource | Operation::ListTagsForResource => {
+            tags_operation(app, ctx, input.label, input.query, body).await
+        }
     }
 }
 
@@ -453,20 +404,6 @@ fn encryption_json(config: &EncryptionConfig) -> Value {
     value
 }
 
-/// Creating a resource with tags also needs `s3vectors:TagResource`.
-fn with_tagging(
-    actions: &'static [&'static str],
-    tags: &BTreeMap<String, String>,
-) -> &'static [&'static str] {
-    match (actions, tags.is_empty()) {
-        (_, true) => actions,
-        (["s3vectors:CreateVectorBucket"], false) => {
-            &["s3vectors:CreateVectorBucket", "s3vectors:TagResource"]
-        }
-        (_, false) => &["s3vectors:CreateIndex", "s3vectors:TagResource"],
-    }
-}
-
 fn tags(input: Option<BTreeMap<String, String>>) -> Result<BTreeMap<String, String>, ApiError> {
     let tags = input.unwrap_or_default();
     check_tags(&tags)?;
@@ -492,7 +429,7 @@ async fn create_bucket(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Respons
     let tags = tags(input.tags)?;
     app.authorize(
         ctx,
-        with_tagging(&["s3vectors:CreateVectorBucket"], &tags),
+        &ctx.operation.iam_actions(!tags.is_empty()),
         &app.config.scope.bucket_arn(&name),
         None,
     )?;
@@ -554,7 +491,7 @@ fn get_bucket(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiErr
     let bucket = resolve_bucket(
         app,
         ctx,
-        &["s3vectors:GetVectorBucket"],
+        &ctx.operation.iam_actions(false),
         input.vector_bucket_name.as_deref(),
         input.vector_bucket_arn.as_deref(),
     )?;
@@ -669,7 +606,7 @@ fn page<'a, T>(
 
 fn list_buckets(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiError> {
     let input: ListIn = parse(body)?;
-    app.authorize(ctx, &["s3vectors:ListVectorBuckets"], "*", None)?;
+    app.authorize(ctx, &ctx.operation.iam_actions(false), "*", None)?;
     let paging = paging(app, &input, 500, "buckets")?;
     let state = app.catalog.state();
     let scope = &app.config.scope;
@@ -701,7 +638,7 @@ async fn delete_bucket(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Respons
     let bucket = resolve_bucket(
         app,
         ctx,
-        &["s3vectors:DeleteVectorBucket"],
+        &ctx.operation.iam_actions(false),
         input.vector_bucket_name.as_deref(),
         input.vector_bucket_arn.as_deref(),
     )?;
@@ -809,14 +746,14 @@ async fn create_index(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response
     )? {
         BucketAddress::Name(bucket) => app.authorize(
             ctx,
-            with_tagging(&["s3vectors:CreateIndex"], &tags),
+            &ctx.operation.iam_actions(!tags.is_empty()),
             &app.config.scope.index_arn(&bucket, &index_name),
             Some(&bucket),
         )?,
         BucketAddress::Foreign => {
             app.authorize(
                 ctx,
-                with_tagging(&["s3vectors:CreateIndex"], &tags),
+                &ctx.operation.iam_actions(!tags.is_empty()),
                 input.vector_bucket_arn.as_deref().unwrap_or_default(),
                 None,
             )?;
@@ -932,7 +869,7 @@ fn get_index(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiErro
     let index = resolve_index(
         app,
         ctx,
-        &["s3vectors:GetIndex"],
+        &ctx.operation.iam_actions(false),
         input.vector_bucket_name.as_deref(),
         input.index_name.as_deref(),
         input.index_arn.as_deref(),
@@ -961,7 +898,7 @@ fn list_indexes(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiE
     let bucket = resolve_bucket(
         app,
         ctx,
-        &["s3vectors:ListIndexes"],
+        &ctx.operation.iam_actions(false),
         input.vector_bucket_name.as_deref(),
         input.vector_bucket_arn.as_deref(),
     )?;
@@ -998,7 +935,7 @@ async fn delete_index(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response
     let index = resolve_index(
         app,
         ctx,
-        &["s3vectors:DeleteIndex"],
+        &ctx.operation.iam_actions(false),
         input.vector_bucket_name.as_deref(),
         input.index_name.as_deref(),
         input.index_arn.as_deref(),
@@ -1055,7 +992,7 @@ async fn put_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response,
     let index = resolve_index(
         app,
         ctx,
-        &["s3vectors:PutVectors"],
+        &ctx.operation.iam_actions(false),
         input.vector_bucket_name.as_deref(),
         input.index_name.as_deref(),
         input.index_arn.as_deref(),
@@ -1127,7 +1064,7 @@ async fn get_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response,
     let index = resolve_index(
         app,
         ctx,
-        &["s3vectors:GetVectors"],
+        &ctx.operation.iam_actions(false),
         input.vector_bucket_name.as_deref(),
         input.index_name.as_deref(),
         input.index_arn.as_deref(),
@@ -1160,7 +1097,7 @@ async fn delete_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Respon
     let index = resolve_index(
         app,
         ctx,
-        &["s3vectors:DeleteVectors"],
+        &ctx.operation.iam_actions(false),
         input.vector_bucket_name.as_deref(),
         input.index_name.as_deref(),
         input.index_arn.as_deref(),
@@ -1231,15 +1168,11 @@ async fn list_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response
     let return_data = input.return_data.unwrap_or(false);
     let return_metadata = input.return_metadata.unwrap_or(false);
     // Reading data or metadata through ListVectors also needs GetVectors.
-    let list_actions: &[&str] = if return_data || return_metadata {
-        &["s3vectors:ListVectors", "s3vectors:GetVectors"]
-    } else {
-        &["s3vectors:ListVectors"]
-    };
+    let list_actions = ctx.operation.iam_actions(return_data || return_metadata);
     let index = resolve_index(
         app,
         ctx,
-        list_actions,
+        &list_actions,
         input.vector_bucket_name.as_deref(),
         input.index_name.as_deref(),
         input.index_arn.as_deref(),
@@ -1342,15 +1275,13 @@ async fn query_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Respons
     };
     // A filter or returned metadata reads metadata: that also needs GetVectors.
     let return_metadata = input.return_metadata.unwrap_or(false);
-    let query_actions: &[&str] = if input.filter.is_some() || return_metadata {
-        &["s3vectors:QueryVectors", "s3vectors:GetVectors"]
-    } else {
-        &["s3vectors:QueryVectors"]
-    };
+    let query_actions = ctx
+        .operation
+        .iam_actions(input.filter.is_some() || return_metadata);
     let index = resolve_index(
         app,
         ctx,
-        query_actions,
+        &query_actions,
         input.vector_bucket_name.as_deref(),
         input.index_name.as_deref(),
         input.index_arn.as_deref(),
@@ -1516,7 +1447,7 @@ async fn put_bucket_policy(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Res
     let bucket = resolve_bucket(
         app,
         ctx,
-        &["s3vectors:PutVectorBucketPolicy"],
+        &ctx.operation.iam_actions(false),
         input.vector_bucket_name.as_deref(),
         input.vector_bucket_arn.as_deref(),
     )?;
@@ -1540,7 +1471,7 @@ fn get_bucket_policy(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response,
     let bucket = resolve_bucket(
         app,
         ctx,
-        &["s3vectors:GetVectorBucketPolicy"],
+        &ctx.operation.iam_actions(false),
         input.vector_bucket_name.as_deref(),
         input.vector_bucket_arn.as_deref(),
     )?;
@@ -1561,7 +1492,7 @@ async fn delete_bucket_policy(
     let bucket = resolve_bucket(
         app,
         ctx,
-        &["s3vectors:DeleteVectorBucketPolicy"],
+        &ctx.operation.iam_actions(false),
         input.vector_bucket_name.as_deref(),
         input.vector_bucket_arn.as_deref(),
     )?;
@@ -1617,7 +1548,7 @@ async fn put_default_index_mode(
     let bucket = resolve_bucket(
         app,
         ctx,
-        &["s3vectors:PutVectorBucketDefaultIndexMode"],
+        &ctx.operation.iam_actions(false),
         input.vector_bucket_name.as_deref(),
         input.vector_bucket_arn.as_deref(),
     )?;
@@ -1648,7 +1579,7 @@ async fn update_index_mode(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Res
     let index = resolve_index(
         app,
         ctx,
-        &["s3vectors:UpdateIndexMode"],
+        &ctx.operation.iam_actions(false),
         input.vector_bucket_name.as_deref(),
         input.index_name.as_deref(),
         input.index_arn.as_deref(),
@@ -1682,7 +1613,7 @@ fn update_metadata_configuration(
     resolve_index(
         app,
         ctx,
-        &["s3vectors:UpdateMetadataConfiguration"],
+        &ctx.operation.iam_actions(false),
         input.vector_bucket_name.as_deref(),
         input.index_name.as_deref(),
         input.index_arn.as_deref(),
@@ -1743,55 +1674,25 @@ struct TagResourceIn {
 }
 
 /// `GET|POST|DELETE /tags/{resourceArn}`: ListTagsForResource, TagResource, UntagResource.
-#[allow(clippy::too_many_arguments)]
-async fn tags_dispatch(
-    State(app): State<App>,
-    Extension(RequestId(request_id)): Extension<RequestId>,
-    Path(arn): Path<String>,
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: axum::http::HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    let Ok(body) = body else {
-        return ApiError::PayloadTooLarge("Request body rejected".into()).into_response();
-    };
-    let ctx = match authenticated(&app, request_id, &method, &uri, &headers, &body) {
-        Ok(ctx) => ctx,
-        Err(error) => return error.into_response(),
-    };
-    // Listing tags is a read of the catalog: linearizable, as in `dispatch`.
-    let control_read = method == axum::http::Method::GET;
-    let result = with_read_barrier(&app, control_read, || {
-        tags_operation(&app, &ctx, &method, &arn, uri.query(), &body)
-    })
-    .await;
-    match result {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    }
-}
-
 async fn tags_operation(
     app: &AppState,
     ctx: &Ctx,
-    method: &axum::http::Method,
     arn: &str,
     query: Option<&str>,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let action = match *method {
-        axum::http::Method::GET => "s3vectors:ListTagsForResource",
-        axum::http::Method::POST => "s3vectors:TagResource",
-        _ => "s3vectors:UntagResource",
-    };
     let len = arn.chars().count();
     if len > 1011 {
         return Err(ApiError::length("/resourceArn", len, 0, 1011));
     }
     let parsed = app.config.scope.parse_arn(arn)?;
     let bucket_name = parsed.as_ref().map(|(b, _)| b.clone());
-    app.authorize(ctx, &[action], arn, bucket_name.as_deref())?;
+    app.authorize(
+        ctx,
+        &ctx.operation.iam_actions(false),
+        arn,
+        bucket_name.as_deref(),
+    )?;
     let Some((bucket, index)) = parsed else {
         return Err(ApiError::NotFound(
             "The specified resource could not be found".into(),
@@ -1810,9 +1711,9 @@ async fn tags_operation(
                 .ok_or_else(ApiError::index_not_found)?,
         }
     };
-    let updated = match *method {
-        axum::http::Method::GET => return Ok(ok_json(json!({ "tags": current }))),
-        axum::http::Method::POST => {
+    let updated = match ctx.operation {
+        Operation::ListTagsForResource => return Ok(ok_json(json!({ "tags": current }))),
+        Operation::TagResource => {
             let input: TagResourceIn = parse(body)?;
             let tags = required(input.tags, "/tags")?;
             check_tags(&tags)?;
@@ -1821,6 +1722,7 @@ async fn tags_operation(
             check_tags(&merged)?;
             merged
         }
+        // UntagResource; no other operation reaches this function.
         _ => {
             let keys: Vec<String> = query
                 .unwrap_or_default()
