@@ -23,9 +23,8 @@ use crate::auth::{AuthConfig, Authenticator};
 use crate::cluster::types::CoordinatorNode;
 use crate::cluster::{ControlPlane, RaftTimings};
 use crate::dataplane::DataPlane;
-use crate::metrics::Metrics;
-use crate::throttle::{RateLimits, Throttle};
-use crate::tokens::{CursorCache, TokenSigner};
+use crate::throttle::RateLimits;
+use crate::tokens::TokenSigner;
 
 /// What the S3 Vectors API of a coordinator needs.
 pub struct ApiSettings {
@@ -135,8 +134,8 @@ pub async fn start_coordinator(
             .context("forming the raft group")?;
     }
     tasks.push(tokio::spawn(control.clone().run_liveness(shutdown.clone())));
-    let state = Arc::new(AppState {
-        config: ApiConfig {
+    let state = Arc::new(AppState::new(
+        ApiConfig {
             scope: ArnScope {
                 partition: "aws".into(),
                 region: api.region.clone(),
@@ -145,18 +144,13 @@ pub async fn start_coordinator(
             shards_per_index: api.shards_per_index.max(2),
             max_concurrent_requests: api.max_concurrent_requests,
         },
-        control: control.clone(),
-        catalog: control.clone(),
-        metrics: Metrics::default(),
-        data: DataPlane::new(Arc::new(transport), control.clone()),
+        control.clone(),
+        control.clone(),
+        DataPlane::new(Arc::new(transport), control.clone()),
         auth,
-        tokens: api.tokens,
-        cursors: CursorCache::default(),
-        admission: Arc::new(tokio::sync::Semaphore::new(
-            api.max_concurrent_requests.max(1),
-        )),
-        throttle: Throttle::new(api.limits),
-    });
+        api.tokens,
+        api.limits,
+    ));
     let http = serve_http(listener, router(state), shutdown.clone());
     let shutdown_control = control.clone();
     tasks.push(tokio::spawn(async move {

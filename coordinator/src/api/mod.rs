@@ -23,11 +23,10 @@ use tracing::Instrument;
 
 use crate::auth::{Authenticator, Principal};
 use crate::catalog::{BucketRecord, Catalog, IndexRecord};
-use crate::cluster::ControlPlane;
 use crate::dataplane::DataPlane;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::throttle::Throttle;
+use crate::throttle::{RateLimits, Throttle};
 use crate::tokens::{CursorCache, TokenSigner};
 
 mod buckets;
@@ -61,20 +60,59 @@ pub struct ApiConfig {
 /// How long a request may wait for an execution slot before it is throttled.
 pub const ADMISSION_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// What the API needs of the cluster besides the catalog: whether it can serve, and the
+/// cluster's gauges for `/metrics`. The control plane implements it (`cluster/`); a test can
+/// build an [`AppState`] over a fake.
+pub trait ClusterView: Send + Sync {
+    /// Whether this coordinator can serve requests (it knows a control-plane leader).
+    fn ready(&self) -> bool;
+    /// The Prometheus exposition of `metrics`, with the cluster's gauges read now.
+    fn render_metrics(&self, metrics: &Metrics) -> String;
+}
+
+/// Everything the API handlers share.
 pub struct AppState {
-    pub config: ApiConfig,
-    /// The control plane; the same object as `catalog`, with Raft status for /ready and
-    /// /metrics.
-    pub control: Arc<ControlPlane>,
-    pub catalog: Arc<dyn Catalog>,
-    pub metrics: Metrics,
-    pub data: DataPlane,
-    pub auth: Authenticator,
-    pub tokens: TokenSigner,
-    pub cursors: CursorCache,
-    pub throttle: Throttle,
+    config: ApiConfig,
+    catalog: Arc<dyn Catalog>,
+    cluster: Arc<dyn ClusterView>,
+    metrics: Metrics,
+    data: DataPlane,
+    auth: Authenticator,
+    tokens: TokenSigner,
+    cursors: CursorCache,
+    throttle: Throttle,
     /// Execution slots (see [`ApiConfig::max_concurrent_requests`]).
-    pub admission: Arc<tokio::sync::Semaphore>,
+    admission: Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    /// The API over a catalog, a view of the cluster (usually the same control plane) and the
+    /// data plane; metrics, query cursors, throttles and execution slots start empty.
+    pub fn new(
+        config: ApiConfig,
+        catalog: Arc<dyn Catalog>,
+        cluster: Arc<dyn ClusterView>,
+        data: DataPlane,
+        auth: Authenticator,
+        tokens: TokenSigner,
+        limits: RateLimits,
+    ) -> AppState {
+        let admission = Arc::new(tokio::sync::Semaphore::new(
+            config.max_concurrent_requests.max(1),
+        ));
+        AppState {
+            config,
+            catalog,
+            cluster,
+            metrics: Metrics::default(),
+            data,
+            auth,
+            tokens,
+            cursors: CursorCache::default(),
+            throttle: Throttle::new(limits),
+            admission,
+        }
+    }
 }
 
 /// One authenticated request.
@@ -138,7 +176,7 @@ pub fn router(state: App) -> Router {
 
 /// Ready once this coordinator knows a Raft leader (it can serve reads and forward writes).
 async fn ready(State(app): State<App>) -> Response {
-    if app.control.ready() {
+    if app.cluster.ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
         (
@@ -150,7 +188,7 @@ async fn ready(State(app): State<App>) -> Response {
 }
 
 async fn metrics(State(app): State<App>) -> Response {
-    crate::metrics::exposition(app.metrics.render(&app.control))
+    crate::metrics::exposition(app.cluster.render_metrics(&app.metrics))
 }
 
 /// Gives every request an id (the `x-amzn-RequestId` header) and a tracing span carrying it.
