@@ -9,7 +9,8 @@
 //! * `verify`: `Verifier::verify` (parse Authorization, canonical request, SHA-256 of the body,
 //!   signing key derivation, HMAC, constant-time compare);
 //! * `sha256`: only the SHA-256 of the body (the part of `verify` that grows with the body);
-//! * `parse`: only `serde_json` into the same typed shape the handler deserializes into.
+//! * `parse`: only `serde_json` into the request type the handler deserializes into
+//!   (`api::model`).
 //!
 //! Run: `cargo bench -p quiver-coordinator --bench auth_overhead` (about 15 s).
 
@@ -20,9 +21,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4::SigningParams;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use quiver_coordinator::api::model::{PutVectorsIn, QueryIn};
 use quiver_coordinator::auth::sigv4::{Verifier, DEFAULT_CLOCK_SKEW};
 use rand::{Rng, SeedableRng};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 const HOST: &str = "127.0.0.1:8277";
@@ -31,48 +32,6 @@ const SECRET: &str = "bench-secret-access-key-0123456789";
 const REGION: &str = "us-east-1";
 const WARMUP: Duration = Duration::from_millis(300);
 const MEASURE: Duration = Duration::from_millis(1800);
-
-// The shapes the API handlers deserialize into (api.rs keeps its own private).
-#[allow(dead_code)]
-#[derive(Deserialize)]
-struct VectorData {
-    float32: Option<Vec<f32>>,
-}
-
-#[allow(dead_code)]
-#[derive(Deserialize)]
-struct PutVector {
-    key: Option<String>,
-    data: Option<VectorData>,
-    metadata: Option<serde_json::Value>,
-}
-
-#[allow(dead_code)]
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PutVectorsIn {
-    vector_bucket_name: Option<String>,
-    index_name: Option<String>,
-    index_arn: Option<String>,
-    vectors: Option<Vec<PutVector>>,
-}
-
-#[allow(dead_code)]
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct QueryIn {
-    vector_bucket_name: Option<String>,
-    index_name: Option<String>,
-    index_arn: Option<String>,
-    top_k: Option<i64>,
-    query_vector: Option<VectorData>,
-    filter: Option<serde_json::Value>,
-    return_metadata: Option<bool>,
-    return_distance: Option<bool>,
-    query_mode: Option<String>,
-    query_texts: Option<serde_json::Value>,
-    next_token: Option<String>,
-}
 
 /// Random doubles in [-1, 1), printed like Python's repr (shortest round-trip, ~17 digits).
 fn random_vector(rng: &mut impl Rng, dimension: usize) -> Vec<f64> {

@@ -9,8 +9,8 @@ use std::time::Duration;
 use futures::future::try_join_all;
 use quiver_net::{rpc, Transport};
 use quiver_proto::{
-    merge_top_k, shard_for_key, DistanceMetric, Filter, HashRange, Hit, NodeRequest, NodeResponse,
-    ShardId, VectorRecord, WriteOp,
+    merge_top_k, shard_for_key, Filter, HashRange, Hit, NodeRequest, NodeResponse, ShardId,
+    VectorRecord, WriteOp,
 };
 
 use crate::catalog::{Catalog, IndexRecord, ShardPlacement};
@@ -274,14 +274,6 @@ impl DataPlane {
             }
         }
         Ok(merge_top_k(lists, top_k as usize))
-    }
-}
-
-/// The metric name on the wire.
-pub fn metric_name(metric: DistanceMetric) -> &'static str {
-    match metric {
-        DistanceMetric::Euclidean => "euclidean",
-        DistanceMetric::Cosine => "cosine",
     }
 }
 

@@ -184,16 +184,12 @@ impl From<CatalogError> for ApiError {
             CatalogError::TooManyIndexes(limit) => ApiError::ServiceQuotaExceeded(format!(
                 "The maximum number of indexes per vector bucket ({limit}) has been reached"
             )),
-            CatalogError::NodeNotFound(node) => {
-                tracing::error!(node, "command names an unregistered node");
+            CatalogError::NodeNotFound(_) => {
                 ApiError::Internal("We encountered an internal error. Please try again.".into())
             }
-            CatalogError::Unavailable(reason) => {
-                tracing::warn!(%reason, "control plane unavailable");
-                ApiError::ServiceUnavailable(
-                    "The cluster's control plane is unavailable; please retry".into(),
-                )
-            }
+            CatalogError::Unavailable(_) => ApiError::ServiceUnavailable(
+                "The cluster's control plane is unavailable; please retry".into(),
+            ),
         }
     }
 }
@@ -210,16 +206,12 @@ impl From<NodeError> for ApiError {
             NodeError::InvalidRequest(message) => ApiError::validation(message),
             NodeError::ShardNotFound(_)
             | NodeError::ShardUnavailable(_)
-            | NodeError::Storage(_) => {
-                tracing::warn!(error = %e, "shard unavailable");
-                ApiError::ServiceUnavailable(
-                    "A shard of this index is unavailable; please retry".into(),
-                )
-            }
+            | NodeError::Storage(_) => ApiError::ServiceUnavailable(
+                "A shard of this index is unavailable; please retry".into(),
+            ),
             NodeError::ProtocolVersion { .. }
             | NodeError::Malformed(_)
             | NodeError::Forbidden(_) => {
-                tracing::error!(error = %e, "node rejected our request");
                 ApiError::Internal("We encountered an internal error. Please try again.".into())
             }
         }
@@ -228,7 +220,6 @@ impl From<NodeError> for ApiError {
 
 impl From<TransportError> for ApiError {
     fn from(e: TransportError) -> Self {
-        tracing::warn!(error = %e, "node unreachable");
         match e {
             TransportError::Timeout { .. } => ApiError::ServiceUnavailable(
                 "A shard of this index did not answer in time; please retry".into(),

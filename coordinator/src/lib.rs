@@ -1,9 +1,9 @@
 //! The Quiver coordinator: the S3 Vectors HTTP API in front of the shard nodes.
 //!
-//! - [`api`]: axum routes and one function per S3 Vectors operation (the only code that knows the
+//! - [`api`]: the S3 Vectors HTTP API: the `Operation` enum, one dispatch, the request types,
+//!   validation, one handler per operation and the response JSON (the only code that knows the
 //!   S3 Vectors JSON names).
 //! - [`auth`]: SigV4 verification and IAM-style policy evaluation.
-//! - [`validate`]: pure validation of names, ARNs, vectors, metadata and filters.
 //! - [`catalog`]: buckets, indexes and shard maps as a deterministic state machine, persisted in
 //!   redb behind the [`catalog::Catalog`] interface.
 //! - [`dataplane`]: key -> shard routing, fan-out over QUIC, k-way merge.
@@ -26,4 +26,3 @@ pub mod metrics;
 pub mod placement;
 pub mod throttle;
 pub mod tokens;
-pub mod validate;

@@ -257,7 +257,7 @@ impl CoordinatorConfig {
         if self.node_timeout_ms < 1_000 {
             return Err(invalid(path, "node_timeout_ms must be at least 1000"));
         }
-        quiver_coordinator::validate::ArnScope::new(&self.region, &self.account_id)
+        quiver_coordinator::api::ArnScope::new(&self.region, &self.account_id)
             .map(drop)
             .map_err(|e| invalid(path, e))
     }

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use quiver_coordinator::api::ArnScope;
 use quiver_coordinator::auth::{AuthConfig, DEV_ACCESS_KEY_ID, DEV_SECRET_ACCESS_KEY};
 use quiver_coordinator::cluster::RaftTimings;
 use quiver_coordinator::throttle::{RateLimits, DEFAULT_MAX_CONCURRENT_REQUESTS};
 use quiver_coordinator::tokens::TokenSigner;
-use quiver_coordinator::validate::ArnScope;
 use quiver_net::tls::ClusterIdentity;
 use quiver_node::shard::ShardConfig;
 use tokio_util::sync::CancellationToken;

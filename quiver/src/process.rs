@@ -8,15 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use quiver_coordinator::api::{router, ApiConfig, AppState};
+use quiver_coordinator::api::{router, ApiConfig, AppState, ArnScope};
 use quiver_coordinator::auth::{AuthConfig, Authenticator};
 use quiver_coordinator::cluster::types::CoordinatorNode;
 use quiver_coordinator::cluster::{ControlPlane, RaftTimings};
 use quiver_coordinator::dataplane::DataPlane;
-use quiver_coordinator::metrics::Metrics;
-use quiver_coordinator::throttle::{RateLimits, Throttle};
-use quiver_coordinator::tokens::{CursorCache, TokenSigner};
-use quiver_coordinator::validate::ArnScope;
+use quiver_coordinator::throttle::RateLimits;
+use quiver_coordinator::tokens::TokenSigner;
 use quiver_net::fault::FaultTransport;
 use quiver_net::tls::ClusterIdentity;
 use quiver_net::{QuicTransport, Transport};
@@ -133,24 +131,19 @@ pub async fn start_coordinator(
             .context("forming the raft group")?;
     }
     tasks.push(tokio::spawn(control.clone().run_liveness(shutdown.clone())));
-    let state = Arc::new(AppState {
-        config: ApiConfig {
+    let state = Arc::new(AppState::new(
+        ApiConfig {
             scope,
             shards_per_index: api.shards_per_index.max(2),
             max_concurrent_requests: api.max_concurrent_requests,
         },
-        control: control.clone(),
-        catalog: control.clone(),
-        metrics: Metrics::default(),
-        data: DataPlane::new(transport, control.clone()),
+        control.clone(),
+        control.clone(),
+        DataPlane::new(transport, control.clone()),
         auth,
-        tokens: api.tokens,
-        cursors: CursorCache::default(),
-        admission: Arc::new(tokio::sync::Semaphore::new(
-            api.max_concurrent_requests.max(1),
-        )),
-        throttle: Throttle::new(api.limits),
-    });
+        api.tokens,
+        api.limits,
+    ));
     let http = serve_http(listener, router(state), shutdown.clone());
     let shutdown_control = control.clone();
     tasks.push(tokio::spawn(async move {

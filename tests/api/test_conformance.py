@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 from botocore import xform_name
@@ -614,6 +615,27 @@ def test_every_model_operation_has_cases():
     assert not set(TEMPLATES) - ops, f"cases for operations not in the model: {sorted(set(TEMPLATES) - ops)}"
     invalid_ops = {c.op for c in INVALID_CASES}
     assert invalid_ops == ops, f"operations without generated invalid requests: {sorted(ops - invalid_ops)}"
+
+
+OPERATIONS_FIXTURE = Path(__file__).resolve().parents[2] / "coordinator/tests/fixtures/s3vectors-operations.txt"
+
+
+def test_operation_fixture_is_the_model():
+    """The Rust `Operation` enum is checked against this fixture (name, method, request URI of
+    every operation); the fixture must be exactly the installed botocore model."""
+    lines = [line.split() for line in OPERATIONS_FIXTURE.read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    fixture = {name: (method, uri) for name, method, uri in lines}
+    model = {}
+    for op in MODEL.operation_names:
+        http = MODEL.operation_model(op).http
+        model[op] = (http["method"], http["requestUri"])
+    assert fixture == model, (
+        f"{OPERATIONS_FIXTURE.name} differs from the botocore model: only in the fixture "
+        f"{sorted(set(fixture.items()) - set(model.items()))}, only in the model "
+        f"{sorted(set(model.items()) - set(fixture.items()))}; regenerate it and add the "
+        "new operations to api::operation::Operation"
+    )
 
 
 @pytest.mark.parametrize("case", VALID_CASES, ids=[c.id for c in VALID_CASES])

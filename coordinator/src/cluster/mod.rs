@@ -589,6 +589,17 @@ impl Catalog for ControlPlane {
     }
 }
 
+/// `/ready` and the Raft and catalog gauges of `/metrics`.
+impl crate::api::ClusterView for ControlPlane {
+    fn ready(&self) -> bool {
+        ControlPlane::ready(self)
+    }
+
+    fn render_metrics(&self, metrics: &crate::metrics::Metrics) -> String {
+        metrics.render(self)
+    }
+}
+
 impl RpcService for ControlPlane {
     type Request = ControlRequest;
     type Response = ControlResponse;

@@ -1,10 +1,27 @@
 //! Validation of everything a client sends, before any side effect: names, ARNs, addressing,
-//! vectors, metadata limits and the filter language. Pure functions, tested without IO.
+//! vector keys, vectors and metadata limits here; the filter language in `filter`; what
+//! buckets and indexes are created or changed with (index definition, encryption, tags, index
+//! modes) in `resources`; paging and query options in `reads`. Pure functions, tested without
+//! IO.
 
-use quiver_proto::{Filter, FilterValue, MetaValue, Metadata};
+use quiver_proto::{MetaValue, Metadata};
 use serde_json::{Map, Value};
 
+use super::model::{BucketAddressIn, IndexAddressIn};
 use crate::error::ApiError;
+
+mod filter;
+mod reads;
+mod resources;
+
+pub use filter::filter;
+pub use reads::{
+    enhanced_search, list_prefix, max_results, query_mode, segment_range, top_k, QueryMode,
+};
+pub use resources::{
+    check_tags, dimension, distance_metric, encryption, index_data_type, index_mode,
+    non_filterable_keys, tag_keys, tags,
+};
 
 /// Limits of the service (reference §4.1, §10 of the design).
 pub const MAX_DIMENSION: i64 = 4096;
@@ -140,9 +157,10 @@ pub enum BucketAddress {
 
 pub fn bucket_address(
     scope: &ArnScope,
-    name: Option<&str>,
-    arn: Option<&str>,
+    address: &BucketAddressIn,
 ) -> Result<BucketAddress, ApiError> {
+    let name = address.vector_bucket_name.as_deref();
+    let arn = address.vector_bucket_arn.as_deref();
     match (name, arn) {
         (Some(name), None) => {
             bucket_name(name)?;
@@ -164,12 +182,10 @@ pub enum IndexAddress {
     Foreign,
 }
 
-pub fn index_address(
-    scope: &ArnScope,
-    bucket: Option<&str>,
-    index: Option<&str>,
-    arn: Option<&str>,
-) -> Result<IndexAddress, ApiError> {
+pub fn index_address(scope: &ArnScope, address: &IndexAddressIn) -> Result<IndexAddress, ApiError> {
+    let bucket = address.vector_bucket_name.as_deref();
+    let index = address.index_name.as_deref();
+    let arn = address.index_arn.as_deref();
     match (bucket, index, arn) {
         (Some(bucket), Some(index), None) => {
             bucket_name(bucket)?;
@@ -186,6 +202,36 @@ pub fn index_address(
         },
         _ => Err(ApiError::validation(INDEX_ADDRESSING)),
     }
+}
+
+/// A required member: `None` is the service's "Value null" error for `path`.
+pub fn required<T>(value: Option<T>, path: &str) -> Result<T, ApiError> {
+    value.ok_or_else(|| {
+        ApiError::validation(format!(
+            "1 validation error detected. Value null at '{path}' failed to satisfy constraint: Member must not be null"
+        ))
+    })
+}
+
+/// A list member with between 1 and `max` items.
+pub fn count_limit(path: &str, len: usize, max: usize) -> Result<(), ApiError> {
+    if len == 0 || len > max {
+        return Err(ApiError::field(
+            path,
+            format!("Member must have length between 1 and {max}, inclusive"),
+        ));
+    }
+    Ok(())
+}
+
+/// The required `keys` of GetVectors and DeleteVectors: 1 to `max` valid keys.
+pub fn keys(keys: Option<Vec<String>>, max: usize) -> Result<Vec<String>, ApiError> {
+    let keys = required(keys, "/keys")?;
+    count_limit("/keys", keys.len(), max)?;
+    for (i, key) in keys.iter().enumerate() {
+        vector_key(&format!("/keys/{i}"), key)?;
+    }
+    Ok(keys)
 }
 
 pub fn vector_key(path: &str, key: &str) -> Result<(), ApiError> {
@@ -289,204 +335,6 @@ pub fn metadata(
     Ok(Metadata(out))
 }
 
-/// Renders stored metadata back to JSON; integral numbers come back as integers.
-pub fn metadata_json(metadata: &Metadata) -> Value {
-    fn scalar(value: &MetaValue) -> Value {
-        match value {
-            MetaValue::Str(s) => Value::String(s.clone()),
-            MetaValue::Bool(b) => Value::Bool(*b),
-            MetaValue::Num(n) => number_json(*n),
-            MetaValue::List(items) => Value::Array(items.iter().map(scalar).collect()),
-        }
-    }
-    Value::Object(
-        metadata
-            .0
-            .iter()
-            .map(|(k, v)| (k.clone(), scalar(v)))
-            .collect(),
-    )
-}
-
-fn number_json(n: f64) -> Value {
-    const EXACT_INT: f64 = 9_007_199_254_740_992.0; // 2^53
-    if n.fract() == 0.0 && n.abs() < EXACT_INT {
-        Value::from(n as i64)
-    } else {
-        serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number)
-    }
-}
-
-fn filter_error(message: impl std::fmt::Display) -> ApiError {
-    ApiError::validation(format!("Invalid filter: {message}"))
-}
-
-/// Parses and checks a QueryVectors filter document.
-pub fn filter(
-    value: &Value,
-    non_filterable: &[String],
-    enhanced: bool,
-) -> Result<Filter, ApiError> {
-    let parsed = parse_filter(value, non_filterable, enhanced, 0)?;
-    let constraints = parsed.constraint_count();
-    if enhanced && constraints > MAX_FILTER_CONSTRAINTS {
-        return Err(filter_error(format!(
-            "the filter has {constraints} constraints; at most {MAX_FILTER_CONSTRAINTS} are allowed"
-        )));
-    }
-    Ok(parsed)
-}
-
-fn parse_filter(
-    value: &Value,
-    non_filterable: &[String],
-    enhanced: bool,
-    depth: usize,
-) -> Result<Filter, ApiError> {
-    if depth > MAX_FILTER_DEPTH {
-        return Err(filter_error(format!(
-            "nesting deeper than {MAX_FILTER_DEPTH}"
-        )));
-    }
-    let Value::Object(map) = value else {
-        return Err(filter_error("a filter must be a JSON object"));
-    };
-    if map.is_empty() {
-        return Err(filter_error("a filter object must not be empty"));
-    }
-    let mut parts = Vec::with_capacity(map.len());
-    for (key, operand) in map {
-        let part = match key.as_str() {
-            "$and" | "$or" => {
-                let Value::Array(items) = operand else {
-                    return Err(filter_error(format!(
-                        "{key} takes a non-empty array of filters"
-                    )));
-                };
-                if items.is_empty() {
-                    return Err(filter_error(format!(
-                        "{key} takes a non-empty array of filters"
-                    )));
-                }
-                let children = items
-                    .iter()
-                    .map(|item| parse_filter(item, non_filterable, enhanced, depth + 1))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if key == "$and" {
-                    Filter::And(children)
-                } else {
-                    Filter::Or(children)
-                }
-            }
-            op if op.starts_with('$') => {
-                return Err(filter_error(format!("unsupported operator {op}")));
-            }
-            field => {
-                if non_filterable.iter().any(|k| k == field) {
-                    return Err(filter_error(format!(
-                        "metadata key '{field}' is non-filterable and cannot be used in a filter"
-                    )));
-                }
-                parse_condition(field, operand, enhanced)?
-            }
-        };
-        parts.push(part);
-    }
-    Ok(if parts.len() == 1 {
-        parts.remove(0)
-    } else {
-        Filter::And(parts)
-    })
-}
-
-fn scalar_operand(field: &str, op: &str, value: &Value) -> Result<FilterValue, ApiError> {
-    match value {
-        Value::String(s) => Ok(FilterValue::Str(s.clone())),
-        Value::Bool(b) => Ok(FilterValue::Bool(*b)),
-        Value::Number(n) => n
-            .as_f64()
-            .map(FilterValue::Num)
-            .ok_or_else(|| filter_error(format!("invalid number for {op} on '{field}'"))),
-        _ => Err(filter_error(format!(
-            "{op} on '{field}' takes a string, number or boolean"
-        ))),
-    }
-}
-
-fn number_operand(field: &str, op: &str, value: &Value) -> Result<f64, ApiError> {
-    value
-        .as_f64()
-        .ok_or_else(|| filter_error(format!("{op} on '{field}' takes a number")))
-}
-
-fn list_operand(field: &str, op: &str, value: &Value) -> Result<Vec<FilterValue>, ApiError> {
-    match value {
-        Value::Array(items) if !items.is_empty() => items
-            .iter()
-            .map(|item| scalar_operand(field, op, item))
-            .collect(),
-        _ => Err(filter_error(format!(
-            "{op} on '{field}' takes a non-empty array of strings, numbers or booleans"
-        ))),
-    }
-}
-
-fn parse_condition(field: &str, operand: &Value, enhanced: bool) -> Result<Filter, ApiError> {
-    let Value::Object(ops) = operand else {
-        return Ok(Filter::Eq(
-            field.to_owned(),
-            scalar_operand(field, "$eq", operand)?,
-        ));
-    };
-    if ops.is_empty() {
-        return Err(filter_error(format!("no operator given for '{field}'")));
-    }
-    let f = field.to_owned();
-    let mut conditions = Vec::with_capacity(ops.len());
-    for (op, value) in ops {
-        let condition = match op.as_str() {
-            "$eq" => Filter::Eq(f.clone(), scalar_operand(field, op, value)?),
-            "$ne" => Filter::Ne(f.clone(), scalar_operand(field, op, value)?),
-            "$gt" => Filter::Gt(f.clone(), number_operand(field, op, value)?),
-            "$gte" => Filter::Gte(f.clone(), number_operand(field, op, value)?),
-            "$lt" => Filter::Lt(f.clone(), number_operand(field, op, value)?),
-            "$lte" => Filter::Lte(f.clone(), number_operand(field, op, value)?),
-            "$in" => Filter::In(f.clone(), list_operand(field, op, value)?),
-            "$nin" => Filter::Nin(f.clone(), list_operand(field, op, value)?),
-            "$exists" => match value {
-                Value::Bool(b) => Filter::Exists(f.clone(), *b),
-                _ => {
-                    return Err(filter_error(format!(
-                        "$exists on '{field}' takes a boolean"
-                    )))
-                }
-            },
-            "$startsWith" => {
-                if !enhanced {
-                    return Err(filter_error(
-                        "$startsWith is only supported with the ENHANCED query mode",
-                    ));
-                }
-                match value {
-                    Value::String(s) => Filter::StartsWith(f.clone(), s.clone()),
-                    _ => {
-                        return Err(filter_error(format!(
-                            "$startsWith on '{field}' takes a string"
-                        )))
-                    }
-                }
-            }
-            other => return Err(filter_error(format!("unsupported operator {other}"))),
-        };
-        conditions.push(condition);
-    }
-    Ok(if conditions.len() == 1 {
-        conditions.remove(0)
-    } else {
-        Filter::And(conditions)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,48 +389,12 @@ mod tests {
     }
 
     #[test]
-    fn filters_parse_to_the_tree() {
-        let f = filter(
-            &json!({"genre": "drama", "year": {"$gte": 2000, "$lt": 2010}}),
-            &[],
-            true,
-        )
-        .expect("valid");
-        assert_eq!(
-            f,
-            Filter::And(vec![
-                Filter::Eq("genre".into(), FilterValue::Str("drama".into())),
-                Filter::And(vec![
-                    Filter::Gte("year".into(), 2000.0),
-                    Filter::Lt("year".into(), 2010.0)
-                ]),
-            ])
-        );
-        assert_eq!(f.constraint_count(), 3);
-        for bad in [
-            json!([]),
-            json!({}),
-            json!({"$foo": 1}),
-            json!({"a": {"$gt": "x"}}),
-            json!({"a": {"$in": []}}),
-            json!({"$and": []}),
-            json!({"$or": {"a": 1}}),
-            json!({"a": {"$exists": 1}}),
-            json!({"a": [1, 2]}),
-            json!({"a": null}),
-            json!({"note": 1}),
-        ] {
-            assert!(filter(&bad, &["note".to_owned()], true).is_err(), "{bad}");
-        }
-        let many: Vec<Value> = (0..101).map(|i| json!({"k": i})).collect();
-        assert!(filter(&json!({"$or": many}), &[], true).is_err());
-        assert!(filter(&json!({"a": {"$startsWith": "x"}}), &[], false).is_err());
-    }
-
-    #[test]
     fn metadata_limits() {
         let ok = metadata(&json!({"a": 1, "b": ["x", 2, true]}), &[], "").expect("valid");
-        assert_eq!(metadata_json(&ok), json!({"a": 1, "b": ["x", 2, true]}));
+        assert_eq!(
+            crate::api::json::metadata_json(&ok),
+            json!({"a": 1, "b": ["x", 2, true]})
+        );
         let big = "x".repeat(3000);
         let err = metadata(&json!({"a": big}), &[], "Invalid record for key 'k': ").unwrap_err();
         assert_eq!(
