@@ -1,104 +1,15 @@
-//! The catalog: vector buckets, indexes, each index's shard map, and the storage nodes.
-//!
-//! [`CatalogState`] is a deterministic state machine: [`CatalogState::plan`] checks a
-//! [`CatalogCommand`] against the state and turns it into row changes without touching anything;
-//! [`CatalogState::apply_rows`] applies them. It is the state machine of the control-plane Raft
-//! group ([`crate::cluster`]), which replicates the commands. [`Catalog`] is the interface the API
-//! uses.
+//! [`CatalogState`], the control plane's deterministic state machine, and the commands it applies.
 
 use std::collections::BTreeMap;
 
-use futures::future::BoxFuture;
-use quiver_proto::{DistanceMetric, HashRange, IndexUid, ShardId, ShardSpec};
+use quiver_proto::ShardSpec;
 use serde::{Deserialize, Serialize};
+
+use super::{BucketRecord, CatalogError, IndexRecord, NodeRecord};
 
 /// Service limits (reference §4.1).
 pub const MAX_BUCKETS: usize = 10_000;
 pub const MAX_INDEXES_PER_BUCKET: usize = 10_000;
-
-#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
-pub enum CatalogError {
-    #[error("bucket exists")]
-    BucketExists,
-    #[error("index exists")]
-    IndexExists,
-    #[error("bucket not found")]
-    BucketNotFound,
-    #[error("index not found")]
-    IndexNotFound,
-    #[error("bucket not empty")]
-    BucketNotEmpty,
-    #[error("too many buckets (limit {0})")]
-    TooManyBuckets(usize),
-    #[error("too many indexes (limit {0})")]
-    TooManyIndexes(usize),
-    #[error("node {0} is not registered")]
-    NodeNotFound(String),
-    /// The control plane cannot decide right now (no leader, leader unreachable): retry.
-    #[error("control plane unavailable: {0}")]
-    Unavailable(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EncryptionConfig {
-    pub sse_type: String,
-    pub kms_key_arn: Option<String>,
-}
-
-impl Default for EncryptionConfig {
-    fn default() -> Self {
-        EncryptionConfig {
-            sse_type: "AES256".into(),
-            kms_key_arn: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BucketRecord {
-    pub name: String,
-    /// Seconds since the Unix epoch.
-    pub creation_time: f64,
-    pub encryption: EncryptionConfig,
-    pub tags: BTreeMap<String, String>,
-    pub default_index_mode: String,
-    /// The bucket policy document (validated JSON text), if one is set.
-    pub policy: Option<String>,
-}
-
-/// Where one shard of an index lives.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ShardPlacement {
-    pub shard: u32,
-    pub range: HashRange,
-    pub node: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IndexRecord {
-    pub bucket: String,
-    pub name: String,
-    pub uid: IndexUid,
-    pub creation_time: f64,
-    pub dimension: u32,
-    pub metric: DistanceMetric,
-    /// `None` when the index was created without a metadata configuration.
-    pub non_filterable_keys: Option<Vec<String>>,
-    pub encryption: Option<EncryptionConfig>,
-    pub tags: BTreeMap<String, String>,
-    pub index_mode: String,
-    pub shards: Vec<ShardPlacement>,
-}
-
-/// A storage node as the control plane knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeRecord {
-    pub id: String,
-    /// QUIC address of the node.
-    pub addr: String,
-    /// Whether the node heartbeats (the Raft leader marks it down after missed heartbeats).
-    pub up: bool,
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CatalogCommand {
@@ -399,48 +310,12 @@ impl CatalogState {
     }
 }
 
-impl IndexRecord {
-    pub fn shard_id(&self, placement: &ShardPlacement) -> ShardId {
-        ShardId {
-            index: self.uid,
-            shard: placement.shard,
-        }
-    }
-
-    /// What a node needs to host one of this index's shards.
-    pub fn shard_spec(&self, placement: &ShardPlacement) -> ShardSpec {
-        ShardSpec {
-            id: self.shard_id(placement),
-            dimension: self.dimension,
-            metric: self.metric,
-            non_filterable_keys: self.non_filterable_keys.clone().unwrap_or_default(),
-            range: placement.range,
-        }
-    }
-}
-
-/// What the API needs from the catalog.
-pub trait Catalog: Send + Sync + 'static {
-    /// Executes a command through the control plane; returns once it is committed (durable on
-    /// a quorum) and applied to this coordinator's state. On error nothing changed, except for
-    /// [`CatalogError::Unavailable`] after a timeout, when the outcome is unknown.
-    /// `request_id` joins the logs of every coordinator the command passes through.
-    fn execute<'a>(
-        &'a self,
-        request_id: &'a str,
-        command: CatalogCommand,
-    ) -> BoxFuture<'a, Result<(), CatalogError>>;
-    /// The current state, read-locked for the guard's lifetime (keep it short, never across an
-    /// await).
-    fn state(&self) -> parking_lot::RwLockReadGuard<'_, CatalogState>;
-    /// A linearizable read barrier: returns once this coordinator's state includes every
-    /// command committed before the call.
-    fn sync(&self) -> BoxFuture<'_, Result<(), CatalogError>>;
-}
-
 #[cfg(test)]
 mod tests {
+    use quiver_proto::{DistanceMetric, IndexUid};
+
     use super::*;
+    use crate::catalog::EncryptionConfig;
 
     fn bucket(name: &str) -> BucketRecord {
         BucketRecord {
