@@ -22,7 +22,8 @@ use tracing::Instrument;
 
 use crate::auth::{Authenticator, Principal};
 use crate::catalog::{
-    BucketRecord, Catalog, CatalogCommand, EncryptionConfig, IndexRecord, ShardPlacement,
+    BucketRecord, Catalog, CatalogCommand, EncryptionConfig, IndexMode, IndexRecord,
+    ShardPlacement, SseType,
 };
 use crate::cluster::ControlPlane;
 use crate::dataplane::{metric_name, DataPlane};
@@ -387,14 +388,14 @@ struct EncryptionIn {
 
 fn encryption(input: Option<EncryptionIn>) -> Result<Option<EncryptionConfig>, ApiError> {
     let Some(input) = input else { return Ok(None) };
-    let sse_type = input.sse_type.unwrap_or_else(|| "AES256".into());
-    match sse_type.as_str() {
+    let sse_type = match input.sse_type.as_deref().unwrap_or("AES256") {
         "AES256" => {
             if input.kms_key_arn.is_some() {
                 return Err(ApiError::validation(
                     "kmsKeyArn can only be specified when sseType is aws:kms",
                 ));
             }
+            SseType::Aes256
         }
         "aws:kms" => {
             let Some(arn) = &input.kms_key_arn else {
@@ -409,6 +410,7 @@ fn encryption(input: Option<EncryptionIn>) -> Result<Option<EncryptionConfig>, A
                     "Member must satisfy regular expression pattern: (arn:aws[-a-z0-9]*:kms:[-a-z0-9]*:[0-9]{12}:key/.+)",
                 ));
             }
+            SseType::Kms
         }
         _ => {
             return Err(ApiError::field(
@@ -416,7 +418,7 @@ fn encryption(input: Option<EncryptionIn>) -> Result<Option<EncryptionConfig>, A
                 "Member must satisfy enum value set: [AES256, aws:kms]",
             ))
         }
-    }
+    };
     Ok(Some(EncryptionConfig {
         sse_type,
         kms_key_arn: input.kms_key_arn,
@@ -445,8 +447,16 @@ fn is_kms_key_arn(arn: &str) -> bool {
             .is_some_and(|id| !id.is_empty())
 }
 
+/// The S3 name of an encryption type.
+fn sse_type_name(sse_type: SseType) -> &'static str {
+    match sse_type {
+        SseType::Aes256 => "AES256",
+        SseType::Kms => "aws:kms",
+    }
+}
+
 fn encryption_json(config: &EncryptionConfig) -> Value {
-    let mut value = json!({ "sseType": config.sse_type });
+    let mut value = json!({ "sseType": sse_type_name(config.sse_type) });
     if let Some(arn) = &config.kms_key_arn {
         value["kmsKeyArn"] = json!(arn);
     }
@@ -501,7 +511,7 @@ async fn create_bucket(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Respons
         creation_time: now_epoch_seconds(),
         encryption: encryption(input.encryption_configuration)?.unwrap_or_default(),
         tags,
-        default_index_mode: "ENHANCED".into(),
+        default_index_mode: IndexMode::Enhanced,
         policy: None,
     };
     app.catalog
@@ -564,7 +574,7 @@ fn get_bucket(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiErr
             "vectorBucketArn": app.config.scope.bucket_arn(&bucket.name),
             "creationTime": bucket.creation_time,
             "encryptionConfiguration": encryption_json(&bucket.encryption),
-            "defaultIndexMode": bucket.default_index_mode,
+            "defaultIndexMode": index_mode_name(bucket.default_index_mode),
         }
     })))
 }
@@ -862,7 +872,7 @@ async fn create_index(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response
         non_filterable_keys,
         encryption,
         tags,
-        index_mode: bucket.default_index_mode.clone(),
+        index_mode: bucket.default_index_mode,
         shards,
     };
     // The catalog first, then the shards: a node drops shards the catalog does not name (see
@@ -945,7 +955,7 @@ fn get_index(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response, ApiErro
         "dataType": "float32",
         "dimension": index.dimension,
         "distanceMetric": metric_name(index.metric),
-        "indexMode": index.index_mode,
+        "indexMode": index_mode_name(index.index_mode),
     });
     if let Some(keys) = &index.non_filterable_keys {
         out["metadataConfiguration"] = json!({ "nonFilterableMetadataKeys": keys });
@@ -1356,7 +1366,7 @@ async fn query_vectors(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Respons
         input.index_arn.as_deref(),
     )?;
     // ENHANCED may be asked of a CLASSIC index; CLASSIC may not be asked of an ENHANCED one.
-    let enhanced = match (requested_mode, index.index_mode.as_str()) {
+    let enhanced = match (requested_mode, index_mode_name(index.index_mode)) {
         (Some("CLASSIC"), "ENHANCED") => {
             return Err(ApiError::validation(
                 "queryMode CLASSIC is not supported for an index in ENHANCED mode",
@@ -1585,11 +1595,11 @@ fn index_mode(
     value: Option<String>,
     path: &str,
     bucket: &BucketRecord,
-) -> Result<String, ApiError> {
+) -> Result<IndexMode, ApiError> {
     let mode = required(value, path)?;
     match mode.as_str() {
-        "ENHANCED" => Ok(mode),
-        "CLASSIC" if bucket.creation_time < INDEX_MODES_INTRODUCED => Ok(mode),
+        "ENHANCED" => Ok(IndexMode::Enhanced),
+        "CLASSIC" if bucket.creation_time < INDEX_MODES_INTRODUCED => Ok(IndexMode::Classic),
         "CLASSIC" => Err(ApiError::validation(
             "CLASSIC mode is only available for indexes in vector buckets created before September 30, 2026",
         )),
@@ -1597,6 +1607,14 @@ fn index_mode(
             path,
             "Member must satisfy enum value set: [CLASSIC, ENHANCED]",
         )),
+    }
+}
+
+/// The S3 name of an index mode.
+fn index_mode_name(mode: IndexMode) -> &'static str {
+    match mode {
+        IndexMode::Classic => "CLASSIC",
+        IndexMode::Enhanced => "ENHANCED",
     }
 }
 

@@ -7,16 +7,34 @@ use std::collections::BTreeMap;
 use quiver_proto::{DistanceMetric, HashRange, IndexUid, ShardId, ShardSpec};
 use serde::{Deserialize, Serialize};
 
+/// How an index evaluates filters: ENHANCED accepts `$startsWith` and caps a filter at 100
+/// constraints. A CLASSIC index may be queried in ENHANCED mode, not the other way round. The S3 names
+/// ("CLASSIC", "ENHANCED") belong to the API layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IndexMode {
+    Classic,
+    Enhanced,
+}
+
+/// Server-side encryption of a bucket or index. The S3 names ("AES256", "aws:kms") belong to the
+/// API layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SseType {
+    Aes256,
+    /// With the key named by [`EncryptionConfig::kms_key_arn`].
+    Kms,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EncryptionConfig {
-    pub sse_type: String,
+    pub sse_type: SseType,
     pub kms_key_arn: Option<String>,
 }
 
 impl Default for EncryptionConfig {
     fn default() -> Self {
         EncryptionConfig {
-            sse_type: "AES256".into(),
+            sse_type: SseType::Aes256,
             kms_key_arn: None,
         }
     }
@@ -29,7 +47,7 @@ pub struct BucketRecord {
     pub creation_time: f64,
     pub encryption: EncryptionConfig,
     pub tags: BTreeMap<String, String>,
-    pub default_index_mode: String,
+    pub default_index_mode: IndexMode,
     /// The bucket policy document (validated JSON text), if one is set.
     pub policy: Option<String>,
 }
@@ -54,7 +72,7 @@ pub struct IndexRecord {
     pub non_filterable_keys: Option<Vec<String>>,
     pub encryption: Option<EncryptionConfig>,
     pub tags: BTreeMap<String, String>,
-    pub index_mode: String,
+    pub index_mode: IndexMode,
     pub shards: Vec<ShardPlacement>,
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use quiver_proto::ShardSpec;
 use serde::{Deserialize, Serialize};
 
-use super::{BucketRecord, CatalogError, IndexRecord, NodeRecord};
+use super::{BucketRecord, CatalogError, IndexMode, IndexRecord, NodeRecord};
 
 /// Service limits (reference §4.1).
 pub const MAX_BUCKETS: usize = 10_000;
@@ -35,12 +35,12 @@ pub enum CatalogCommand {
     },
     SetBucketDefaultIndexMode {
         bucket: String,
-        mode: String,
+        mode: IndexMode,
     },
     SetIndexMode {
         bucket: String,
         index: String,
-        mode: String,
+        mode: IndexMode,
     },
     /// Adds a node or updates its address; the node is up afterwards.
     RegisterNode {
@@ -323,7 +323,7 @@ mod tests {
             creation_time: 1.0,
             encryption: EncryptionConfig::default(),
             tags: BTreeMap::new(),
-            default_index_mode: "ENHANCED".into(),
+            default_index_mode: IndexMode::Enhanced,
             policy: None,
         }
     }
@@ -339,7 +339,7 @@ mod tests {
             non_filterable_keys: None,
             encryption: None,
             tags: BTreeMap::new(),
-            index_mode: "ENHANCED".into(),
+            index_mode: IndexMode::Enhanced,
             shards: vec![],
         }
     }
