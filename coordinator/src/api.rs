@@ -22,8 +22,8 @@ use tracing::Instrument;
 
 use crate::auth::{Authenticator, Principal};
 use crate::catalog::{
-    BucketRecord, Catalog, CatalogCommand, EncryptionConfig, IndexMode, IndexRecord,
-    ShardPlacement, SseType,
+    BucketRecord, Catalog, CatalogCommand, EncryptionConfig, IndexMode, IndexRecord, NewIndex,
+    SseType,
 };
 use crate::cluster::ControlPlane;
 use crate::dataplane::{metric_name, DataPlane};
@@ -851,21 +851,12 @@ async fn create_index(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response
         ));
     }
     let shard_count = app.config.shards_per_index.max(2);
-    let nodes = placement::place(&app.catalog.state(), shard_count)
-        .ok_or_else(|| ApiError::ServiceUnavailable("No storage node is available".into()))?;
-    let shards = nodes
-        .into_iter()
-        .zip(0..shard_count)
-        .map(|(node, shard)| ShardPlacement {
-            shard,
-            range: HashRange::split(shard, shard_count),
-            node,
-        })
-        .collect();
-    let record = IndexRecord {
+    let shards = placement::new_shards(&app.catalog.state(), shard_count)?;
+    let uid = IndexUid(rand::random());
+    let index = NewIndex {
         bucket: bucket.name.clone(),
         name: index_name.clone(),
-        uid: IndexUid(rand::random()),
+        uid,
         creation_time: now_epoch_seconds(),
         dimension: dimension as u32,
         metric,
@@ -879,8 +870,20 @@ async fn create_index(app: &AppState, body: &[u8], ctx: &Ctx) -> Result<Response
     // `NodeService::reconcile`), and a node that misses the creation below gets the shard from
     // its next heartbeat. If the shards cannot be created, the index is removed again.
     app.catalog
-        .execute(&ctx.request_id, CatalogCommand::CreateIndex(record.clone()))
+        .execute(&ctx.request_id, CatalogCommand::CreateIndex(index))
         .await?;
+    // The record as committed names the replica ids the catalog gave. It is missing (or another
+    // incarnation) only if the index was deleted in between; then there is nothing to create.
+    let committed = app
+        .catalog
+        .state()
+        .index(&bucket.name, &index_name)
+        .cloned();
+    let Some(record) = committed.filter(|record| record.uid == uid) else {
+        return Ok(ok_json(json!({
+            "indexArn": app.config.scope.index_arn(&bucket.name, &index_name)
+        })));
+    };
     if let Err(error) = app.data.create_shards(&record, &ctx.request_id).await {
         let undo = app
             .catalog

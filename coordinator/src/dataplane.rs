@@ -96,6 +96,18 @@ impl DataPlane {
         }
     }
 
+    /// The node that serves `placement` (its first replica's); an internal error for a shard
+    /// without replicas, which the catalog never creates.
+    fn serving_node<'a>(
+        index: &IndexRecord,
+        placement: &'a ShardPlacement,
+    ) -> Result<&'a str, ApiError> {
+        placement.serving_node().ok_or_else(|| {
+            tracing::error!(index = %index.name, shard = placement.shard, "shard has no replica");
+            ApiError::Internal("We encountered an internal error. Please try again.".into())
+        })
+    }
+
     fn unexpected(response: &NodeResponse) -> ApiError {
         tracing::error!(?response, "unexpected node response");
         ApiError::Internal("We encountered an internal error. Please try again.".into())
@@ -107,11 +119,16 @@ impl DataPlane {
         index: &IndexRecord,
         request_id: &str,
     ) -> Result<(), ApiError> {
-        try_join_all(index.shards.iter().map(|placement| {
-            let spec = index.shard_spec(placement);
-            self.call(&placement.node, request_id, NodeRequest::CreateShard(spec))
-        }))
-        .await?;
+        let calls = index
+            .shards
+            .iter()
+            .map(|placement| {
+                let node = Self::serving_node(index, placement)?;
+                let spec = index.shard_spec(placement);
+                Ok(self.call(node, request_id, NodeRequest::CreateShard(spec)))
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        try_join_all(calls).await?;
         Ok(())
     }
 
@@ -119,12 +136,10 @@ impl DataPlane {
     /// already gone from the catalog, so the data is unreachable either way, and the node drops
     /// the shard when its next heartbeat no longer lists it).
     pub async fn drop_shards(&self, index: &IndexRecord, request_id: &str) {
-        let results = futures::future::join_all(index.shards.iter().map(|placement| {
-            self.call(
-                &placement.node,
-                request_id,
-                NodeRequest::DropShard(index.shard_id(placement)),
-            )
+        let results = futures::future::join_all(index.shards.iter().map(|placement| async {
+            let node = Self::serving_node(index, placement)?;
+            let request = NodeRequest::DropShard(index.shard_id(placement));
+            self.call(node, request_id, request).await
         }))
         .await;
         for error in results.into_iter().filter_map(Result::err) {
@@ -165,7 +180,7 @@ impl DataPlane {
                     shard: index.shard_id(placement),
                     ops,
                 };
-                Ok(self.call(&placement.node, request_id, request))
+                Ok(self.call(Self::serving_node(index, placement)?, request_id, request))
             })
             .collect::<Result<Vec<_>, ApiError>>()?;
         for response in try_join_all(calls).await? {
@@ -195,7 +210,7 @@ impl DataPlane {
                     return_data,
                     return_metadata,
                 };
-                Ok(self.call(&placement.node, request_id, request))
+                Ok(self.call(Self::serving_node(index, placement)?, request_id, request))
             })
             .collect::<Result<Vec<_>, ApiError>>()?;
         let mut out = Vec::new();
@@ -219,17 +234,21 @@ impl DataPlane {
         return_data: bool,
         return_metadata: bool,
     ) -> Result<(Vec<VectorRecord>, bool), ApiError> {
-        let calls = index.shards.iter().map(|placement| {
-            let request = NodeRequest::List {
-                shard: index.shard_id(placement),
-                after: after.clone(),
-                limit,
-                range,
-                return_data,
-                return_metadata,
-            };
-            self.call(&placement.node, request_id, request)
-        });
+        let calls = index
+            .shards
+            .iter()
+            .map(|placement| {
+                let request = NodeRequest::List {
+                    shard: index.shard_id(placement),
+                    after: after.clone(),
+                    limit,
+                    range,
+                    return_data,
+                    return_metadata,
+                };
+                Ok(self.call(Self::serving_node(index, placement)?, request_id, request))
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
         let mut pages = Vec::new();
         for response in try_join_all(calls).await? {
             match response {
@@ -255,7 +274,7 @@ impl DataPlane {
         let mut by_node: BTreeMap<&str, Vec<ShardId>> = BTreeMap::new();
         for placement in &index.shards {
             by_node
-                .entry(placement.node.as_str())
+                .entry(Self::serving_node(index, placement)?)
                 .or_default()
                 .push(index.shard_id(placement));
         }

@@ -7,6 +7,7 @@ use quiver_proto::NodeError;
 use serde::Serialize;
 
 use crate::catalog::CatalogError;
+use crate::placement::PlacementError;
 
 /// The exceptions of the S3 Vectors model that Quiver returns.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -188,11 +189,28 @@ impl From<CatalogError> for ApiError {
                 tracing::error!(node, "command names an unregistered node");
                 ApiError::Internal("We encountered an internal error. Please try again.".into())
             }
+            CatalogError::InvalidShardMap(problem) => {
+                tracing::error!(problem, "command carries an invalid shard map");
+                ApiError::Internal("We encountered an internal error. Please try again.".into())
+            }
             CatalogError::Unavailable(reason) => {
                 tracing::warn!(%reason, "control plane unavailable");
                 ApiError::ServiceUnavailable(
                     "The cluster's control plane is unavailable; please retry".into(),
                 )
+            }
+        }
+    }
+}
+
+impl From<PlacementError> for ApiError {
+    fn from(e: PlacementError) -> Self {
+        match e {
+            PlacementError::NotEnoughNodes { live: 0, .. } => {
+                ApiError::ServiceUnavailable("No storage node is available".into())
+            }
+            PlacementError::NotEnoughNodes { .. } => {
+                ApiError::ServiceUnavailable(format!("Not enough storage nodes are available: {e}"))
             }
         }
     }

@@ -14,6 +14,12 @@ pub struct ShardId {
     pub shard: u32,
 }
 
+/// One replica of one shard (the Raft node id of its shard group, once shards are replicated).
+/// The catalog allocates replica ids from one counter and never reuses one, so a removed replica
+/// (or one whose disk was lost) can never be mistaken for a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ReplicaId(pub u64);
+
 impl std::fmt::Display for ShardId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:016x}-{}", self.index.0, self.shard)
@@ -58,6 +64,19 @@ impl HashRange {
 
     pub fn contains(&self, hash: u64) -> bool {
         hash >= self.start && self.end.is_none_or(|end| hash < end)
+    }
+
+    /// Whether `ranges`, in this order, cover the whole hash space exactly once: the first starts
+    /// at 0, each ends where the next starts, the last runs to 2^64, and none is empty. Every
+    /// index's shard map has this shape.
+    pub fn is_partition(ranges: &[HashRange]) -> bool {
+        let Some(last) = ranges.last() else {
+            return false;
+        };
+        ranges.first().is_some_and(|first| first.start == 0)
+            && last.end.is_none()
+            && ranges.windows(2).all(|w| w[0].end == Some(w[1].start))
+            && ranges.iter().all(|r| r.end.is_none_or(|end| r.start < end))
     }
 }
 

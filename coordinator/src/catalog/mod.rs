@@ -36,6 +36,9 @@ pub enum CatalogError {
     TooManyIndexes(usize),
     #[error("node {0} is not registered")]
     NodeNotFound(String),
+    /// A CreateIndex whose shard map cannot be an index's (a bug in the proposer).
+    #[error("invalid shard map: {0}")]
+    InvalidShardMap(String),
     /// The control plane cannot decide right now (no leader, leader unreachable): retry.
     #[error("control plane unavailable: {0}")]
     Unavailable(String),

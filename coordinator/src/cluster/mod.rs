@@ -533,7 +533,7 @@ impl ControlPlane {
                     bucket: index.bucket.clone(),
                     index: index.name.clone(),
                     shard: placement.shard,
-                    node: placement.node.clone(),
+                    node: placement.serving_node().unwrap_or_default().to_owned(),
                 })
             })
             .collect();
