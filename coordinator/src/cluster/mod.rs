@@ -77,7 +77,7 @@ pub enum StartError {
     #[error("opening {path}: {source}")]
     Storage {
         path: String,
-        source: Box<redb::Error>,
+        source: store::OpenError,
     },
     #[error("raft storage: {0}")]
     Raft(String),
