@@ -19,11 +19,11 @@
 //! Why a magic and not only a version byte: what Quiver wrote before this format had no header,
 //! and its first byte is often 1 (an entry of Raft term 1, a snapshot of a catalog with one
 //! bucket), which a bare version byte would take for version 1. No value of that layout starts
-//! with "QCAT": in an entry those bytes would be term 81, leader 67, index 65 and payload variant
-//! 84, which does not exist; in a snapshot, 81 buckets of which the first has a 67-byte name,
-//! longer than any bucket name (63); and the other values start with an `Option` tag (0 or 1) or
-//! are shorter than the header. So older data is refused, never misread. `cluster::store::open`
-//! also refuses a whole `raft.redb` of the older layout up front (it has no format marker).
+//! with "QCAT" (81, 67, 65, 84): an entry would have payload variant 84, which does not exist; a
+//! snapshot, a first bucket name of 67 bytes (names have at most 63); a vote, 65 where its bool
+//! is; a log id would end after its third byte; the other values start with an `Option` tag (0
+//! or 1). So older data is refused, never misread. `cluster::store::open` also refuses a whole
+//! `raft.redb` of the older layout up front (it has no format marker).
 //!
 //! Messages between coordinators (forwarded proposals, AppendEntries) are not covered by this
 //! version; every coordinator of a cluster runs the same build.

@@ -8,7 +8,7 @@
 //!
 //! - `records.rs`: the records (buckets, indexes and their shard maps, nodes).
 //! - `state.rs`: [`CatalogState`] and [`CatalogCommand`].
-//! - [`format`]: how they are encoded durably (versioned, with golden-bytes tests).
+//! - [`format`](mod@format): how they are encoded durably (versioned, with golden-bytes tests).
 
 pub mod format;
 mod records;

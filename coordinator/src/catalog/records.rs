@@ -1,6 +1,7 @@
 //! The catalog's records: what the control plane stores about buckets, indexes (with their shard
 //! maps) and storage nodes. These types are replicated through the Raft log and snapshots, so
-//! their encoding is a durable format.
+//! their encoding is a durable format: changing a field or variant needs a new
+//! [`super::format::CATALOG_FORMAT_VERSION`].
 
 use std::collections::BTreeMap;
 
