@@ -1,6 +1,7 @@
-//! The data path: which shard owns a key, fan-out of each request to the shards over the node
-//! transport, and the k-way merge of per-shard results. The merge and the grouping are pure
-//! functions; the async code only carries requests and deadlines.
+//! The data path: which shard owns a key (a lookup of the key's hash in the index's shard
+//! ranges), fan-out of each request to the shards over the node transport, and the k-way merge
+//! of per-shard results. The merge and the grouping are pure functions; the async code only
+//! carries requests and deadlines.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use futures::future::try_join_all;
 use quiver_net::{rpc, Transport};
 use quiver_proto::{
-    merge_top_k, shard_for_key, Filter, HashRange, Hit, NodeRequest, NodeResponse, ShardId,
+    key_hash, merge_top_k, owner, Filter, HashRange, Hit, NodeRequest, NodeResponse, ShardId,
     VectorRecord, WriteOp,
 };
 
@@ -25,20 +26,26 @@ pub struct DataPlane {
     catalog: Arc<dyn Catalog>,
 }
 
-/// Splits `items` by the shard that owns each item's key, preserving order within a shard.
+/// Splits `items` by the shard that owns each item's key, preserving order within a shard: the
+/// shard whose range holds the key's hash ([`owner`]), by the same [`HashRange::contains`] a node
+/// checks ownership with. `Err` names a key that no range holds (a broken shard map).
 pub fn group_by_shard<T>(
-    shard_count: u32,
+    shards: &[ShardPlacement],
     items: impl IntoIterator<Item = T>,
     key: impl Fn(&T) -> &str,
-) -> BTreeMap<u32, Vec<T>> {
-    let mut groups: BTreeMap<u32, Vec<T>> = BTreeMap::new();
+) -> Result<Vec<(&ShardPlacement, Vec<T>)>, String> {
+    let mut groups: BTreeMap<usize, Vec<T>> = BTreeMap::new();
     for item in items {
-        groups
-            .entry(shard_for_key(key(&item), shard_count))
-            .or_default()
-            .push(item);
+        let hash = key_hash(key(&item));
+        let Some(position) = owner(shards.iter().map(|shard| shard.range), hash) else {
+            return Err(key(&item).to_owned());
+        };
+        groups.entry(position).or_default().push(item);
     }
-    groups
+    Ok(groups
+        .into_iter()
+        .map(|(position, items)| (&shards[position], items))
+        .collect())
 }
 
 /// Merges per-shard key-ordered pages into one page of at most `limit`; returns whether more
@@ -93,6 +100,18 @@ impl DataPlane {
         }
     }
 
+    /// The node that serves `placement` (its first replica's); an internal error for a shard
+    /// without replicas, which the catalog never creates.
+    fn serving_node<'a>(
+        index: &IndexRecord,
+        placement: &'a ShardPlacement,
+    ) -> Result<&'a str, ApiError> {
+        placement.serving_node().ok_or_else(|| {
+            tracing::error!(index = %index.name, shard = placement.shard, "shard has no replica");
+            ApiError::Internal("We encountered an internal error. Please try again.".into())
+        })
+    }
+
     fn unexpected(response: &NodeResponse) -> ApiError {
         tracing::error!(?response, "unexpected node response");
         ApiError::Internal("We encountered an internal error. Please try again.".into())
@@ -104,11 +123,16 @@ impl DataPlane {
         index: &IndexRecord,
         request_id: &str,
     ) -> Result<(), ApiError> {
-        try_join_all(index.shards.iter().map(|placement| {
-            let spec = index.shard_spec(placement);
-            self.call(&placement.node, request_id, NodeRequest::CreateShard(spec))
-        }))
-        .await?;
+        let calls = index
+            .shards
+            .iter()
+            .map(|placement| {
+                let node = Self::serving_node(index, placement)?;
+                let spec = index.shard_spec(placement);
+                Ok(self.call(node, request_id, NodeRequest::CreateShard(spec)))
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        try_join_all(calls).await?;
         Ok(())
     }
 
@@ -116,12 +140,10 @@ impl DataPlane {
     /// already gone from the catalog, so the data is unreachable either way, and the node drops
     /// the shard when its next heartbeat no longer lists it).
     pub async fn drop_shards(&self, index: &IndexRecord, request_id: &str) {
-        let results = futures::future::join_all(index.shards.iter().map(|placement| {
-            self.call(
-                &placement.node,
-                request_id,
-                NodeRequest::DropShard(index.shard_id(placement)),
-            )
+        let results = futures::future::join_all(index.shards.iter().map(|placement| async {
+            let node = Self::serving_node(index, placement)?;
+            let request = NodeRequest::DropShard(index.shard_id(placement));
+            self.call(node, request_id, request).await
         }))
         .await;
         for error in results.into_iter().filter_map(Result::err) {
@@ -129,19 +151,18 @@ impl DataPlane {
         }
     }
 
-    fn placement(index: &IndexRecord, shard: u32) -> Result<&ShardPlacement, ApiError> {
-        index
-            .shards
-            .iter()
-            .find(|p| p.shard == shard)
-            .ok_or_else(|| {
-                tracing::error!(index = %index.name, shard, "shard missing from the shard map");
-                ApiError::Internal("We encountered an internal error. Please try again.".into())
-            })
-    }
-
-    fn shard_count(index: &IndexRecord) -> u32 {
-        index.shards.len() as u32
+    /// [`group_by_shard`] over the index's shard map; a key that no shard owns is an internal
+    /// error (the shard map is broken), never the caller's fault.
+    fn route<T>(
+        index: &IndexRecord,
+        items: impl IntoIterator<Item = T>,
+        key: impl Fn(&T) -> &str,
+    ) -> Result<Vec<(&ShardPlacement, Vec<T>)>, ApiError> {
+        group_by_shard(&index.shards, items, key).map_err(|key| {
+            let hash = key_hash(&key);
+            tracing::error!(index = %index.name, key, hash, "no shard owns the key's hash");
+            ApiError::Internal("We encountered an internal error. Please try again.".into())
+        })
     }
 
     /// Applies writes; returns once every shard's part is durable.
@@ -151,18 +172,17 @@ impl DataPlane {
         request_id: &str,
         ops: Vec<WriteOp>,
     ) -> Result<(), ApiError> {
-        let groups = group_by_shard(Self::shard_count(index), ops, |op| match op {
+        let groups = Self::route(index, ops, |op| match op {
             WriteOp::Put { key, .. } | WriteOp::Delete { key } => key,
-        });
+        })?;
         let calls = groups
             .into_iter()
-            .map(|(shard, ops)| {
-                let placement = Self::placement(index, shard)?;
+            .map(|(placement, ops)| {
                 let request = NodeRequest::Write {
                     shard: index.shard_id(placement),
                     ops,
                 };
-                Ok(self.call(&placement.node, request_id, request))
+                Ok(self.call(Self::serving_node(index, placement)?, request_id, request))
             })
             .collect::<Result<Vec<_>, ApiError>>()?;
         for response in try_join_all(calls).await? {
@@ -181,18 +201,17 @@ impl DataPlane {
         return_data: bool,
         return_metadata: bool,
     ) -> Result<Vec<VectorRecord>, ApiError> {
-        let groups = group_by_shard(Self::shard_count(index), keys, |k| k);
+        let groups = Self::route(index, keys, |k| k)?;
         let calls = groups
             .into_iter()
-            .map(|(shard, keys)| {
-                let placement = Self::placement(index, shard)?;
+            .map(|(placement, keys)| {
                 let request = NodeRequest::Get {
                     shard: index.shard_id(placement),
                     keys,
                     return_data,
                     return_metadata,
                 };
-                Ok(self.call(&placement.node, request_id, request))
+                Ok(self.call(Self::serving_node(index, placement)?, request_id, request))
             })
             .collect::<Result<Vec<_>, ApiError>>()?;
         let mut out = Vec::new();
@@ -216,17 +235,21 @@ impl DataPlane {
         return_data: bool,
         return_metadata: bool,
     ) -> Result<(Vec<VectorRecord>, bool), ApiError> {
-        let calls = index.shards.iter().map(|placement| {
-            let request = NodeRequest::List {
-                shard: index.shard_id(placement),
-                after: after.clone(),
-                limit,
-                range,
-                return_data,
-                return_metadata,
-            };
-            self.call(&placement.node, request_id, request)
-        });
+        let calls = index
+            .shards
+            .iter()
+            .map(|placement| {
+                let request = NodeRequest::List {
+                    shard: index.shard_id(placement),
+                    after: after.clone(),
+                    limit,
+                    range,
+                    return_data,
+                    return_metadata,
+                };
+                Ok(self.call(Self::serving_node(index, placement)?, request_id, request))
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
         let mut pages = Vec::new();
         for response in try_join_all(calls).await? {
             match response {
@@ -252,7 +275,7 @@ impl DataPlane {
         let mut by_node: BTreeMap<&str, Vec<ShardId>> = BTreeMap::new();
         for placement in &index.shards {
             by_node
-                .entry(placement.node.as_str())
+                .entry(Self::serving_node(index, placement)?)
                 .or_default()
                 .push(index.shard_id(placement));
         }
@@ -279,17 +302,125 @@ impl DataPlane {
 
 #[cfg(test)]
 mod tests {
+    use quiver_proto::{DistanceMetric, ReplicaId};
+
     use super::*;
+    use crate::catalog::Replica;
+
+    fn shard_map(ranges: &[HashRange]) -> Vec<ShardPlacement> {
+        (0u32..)
+            .zip(ranges)
+            .map(|(shard, range)| ShardPlacement {
+                shard,
+                range: *range,
+                replicas: vec![Replica {
+                    id: ReplicaId(u64::from(shard) + 1),
+                    node: format!("node-{shard}"),
+                }],
+                epoch: 1,
+            })
+            .collect()
+    }
+
+    fn keys() -> Vec<String> {
+        (0..1000).map(|i| format!("key{i}")).collect()
+    }
+
+    /// Every key lands in exactly one group, in the shard whose range holds its hash, in order.
+    fn assert_routed(shards: &[ShardPlacement]) {
+        let groups = group_by_shard(shards, keys(), |k| k).expect("routed");
+        assert_eq!(
+            groups.iter().map(|(_, keys)| keys.len()).sum::<usize>(),
+            1000
+        );
+        for (placement, keys) in &groups {
+            for key in keys {
+                assert!(placement.range.contains(key_hash(key)), "{key}");
+            }
+            assert!(keys.windows(2).all(|w| {
+                let index = |k: &String| k[3..].parse::<u32>().expect("number");
+                index(&w[0]) < index(&w[1])
+            }));
+        }
+    }
 
     #[test]
-    fn grouping_follows_the_shard_hash() {
-        let keys: Vec<String> = (0..100).map(|i| format!("key{i}")).collect();
-        let groups = group_by_shard(4, keys.clone(), |k| k);
-        assert_eq!(groups.values().map(Vec::len).sum::<usize>(), 100);
-        for (shard, keys) in groups {
-            for key in keys {
-                assert_eq!(shard_for_key(&key, 4), shard);
-            }
-        }
+    fn grouping_follows_the_shard_ranges() {
+        let ranges: Vec<HashRange> = (0..4).map(|p| HashRange::split(p, 4)).collect();
+        let shards = shard_map(&ranges);
+        assert_routed(&shards);
+        assert_eq!(
+            group_by_shard(&shards, keys(), |k| k)
+                .expect("routed")
+                .len(),
+            4
+        );
+    }
+
+    #[test]
+    fn uneven_ranges_route_by_their_bounds() {
+        // A shard map as after splitting shard 0 of two: [0, 2^62), [2^62, 2^63), [2^63, 2^64),
+        // listed out of order to show that routing looks the ranges up, not their positions.
+        let shards = shard_map(&[
+            HashRange {
+                start: 1 << 63,
+                end: None,
+            },
+            HashRange {
+                start: 0,
+                end: Some(1 << 62),
+            },
+            HashRange {
+                start: 1 << 62,
+                end: Some(1 << 63),
+            },
+        ]);
+        assert_routed(&shards);
+        let groups = group_by_shard(&shards, keys(), |k| k).expect("routed");
+        let sizes: Vec<(u32, usize)> = groups
+            .iter()
+            .map(|(p, keys)| (p.shard, keys.len()))
+            .collect();
+        // About a half, a quarter and a quarter of the keys.
+        assert!(
+            sizes.iter().all(|(shard, len)| match shard {
+                0 => (400..600).contains(len),
+                _ => (150..350).contains(len),
+            }),
+            "{sizes:?}"
+        );
+    }
+
+    #[test]
+    fn a_key_no_range_holds_is_refused() {
+        let shards = shard_map(&[HashRange {
+            start: 0,
+            end: Some(1 << 63),
+        }]);
+        let outside = keys()
+            .into_iter()
+            .find(|k| key_hash(k) >= 1 << 63)
+            .expect("a key in the upper half");
+        assert_eq!(
+            group_by_shard(&shards, keys(), |k| k).map(|groups| groups.len()),
+            Err(outside)
+        );
+        // For the API that is a 500, never a 400 ValidationException: the map is broken, not
+        // the request.
+        let index = IndexRecord {
+            bucket: "b".into(),
+            name: "i".into(),
+            uid: quiver_proto::IndexUid(1),
+            creation_time: 0.0,
+            dimension: 2,
+            metric: DistanceMetric::Euclidean,
+            non_filterable_keys: None,
+            encryption: None,
+            tags: BTreeMap::new(),
+            index_mode: crate::catalog::IndexMode::Enhanced,
+            shards,
+        };
+        let error = DataPlane::route(&index, keys(), |k| k).expect_err("unrouted");
+        assert_eq!(error.status_and_type().0.as_u16(), 500);
     }
 }

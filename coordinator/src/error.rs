@@ -7,6 +7,7 @@ use quiver_proto::NodeError;
 use serde::Serialize;
 
 use crate::catalog::CatalogError;
+use crate::placement::PlacementError;
 
 /// The exceptions of the S3 Vectors model that Quiver returns.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -187,9 +188,27 @@ impl From<CatalogError> for ApiError {
             CatalogError::NodeNotFound(_) => {
                 ApiError::Internal("We encountered an internal error. Please try again.".into())
             }
+            CatalogError::InvalidShardMap(problem) => {
+                // A bug, not the caller's fault: the detail goes to the log, not to the client.
+                tracing::error!(problem, "command carries an invalid shard map");
+                ApiError::Internal("We encountered an internal error. Please try again.".into())
+            }
             CatalogError::Unavailable(_) => ApiError::ServiceUnavailable(
                 "The cluster's control plane is unavailable; please retry".into(),
             ),
+        }
+    }
+}
+
+impl From<PlacementError> for ApiError {
+    fn from(e: PlacementError) -> Self {
+        match e {
+            PlacementError::NotEnoughNodes { live: 0, .. } => {
+                ApiError::ServiceUnavailable("No storage node is available".into())
+            }
+            PlacementError::NotEnoughNodes { .. } => {
+                ApiError::ServiceUnavailable(format!("Not enough storage nodes are available: {e}"))
+            }
         }
     }
 }

@@ -4,9 +4,9 @@
 //!   validation, one handler per operation and the response JSON (the only code that knows the
 //!   S3 Vectors JSON names).
 //! - [`auth`]: SigV4 verification and IAM-style policy evaluation.
-//! - [`catalog`]: buckets, indexes and shard maps as a deterministic state machine, persisted in
-//!   redb behind the [`catalog::Catalog`] interface.
-//! - [`dataplane`]: key -> shard routing, fan-out over QUIC, k-way merge.
+//! - [`catalog`]: buckets, indexes and shard maps as a deterministic state machine, behind the
+//!   [`catalog::Catalog`] interface, with its versioned durable format.
+//! - [`dataplane`]: key -> shard routing by hash range, fan-out over QUIC, k-way merge.
 //! - [`error`]: the S3 Vectors error shapes and the one mapping from internal errors to them.
 //! - [`tokens`]: tamper-proof pagination tokens and the QueryVectors cursor cache.
 //! - [`throttle`]: per-index rate limits (429).

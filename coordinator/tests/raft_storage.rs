@@ -62,3 +62,60 @@ async fn a_reopened_store_keeps_vote_log_and_snapshot() {
         .expect("snapshot")
         .is_some());
 }
+
+/// A raft.redb as the code before catalog format versions wrote it: the same tables, values in
+/// plain postcard, no format marker.
+fn write_unversioned_raft_db(path: &std::path::Path) {
+    let log: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("raft_log");
+    let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("raft_meta");
+    let db = redb::Database::create(path).expect("create");
+    let txn = db.begin_write().expect("txn");
+    {
+        let mut meta = txn.open_table(meta).expect("meta");
+        let vote = postcard::to_stdvec(&Vote::<u64>::new(1, 1)).expect("vote");
+        meta.insert("vote", vote.as_slice()).expect("insert");
+        let mut log = txn.open_table(log).expect("log");
+        // A blank entry of term 1, leader 1, index 1.
+        log.insert(1, [1u8, 1, 1, 0].as_slice()).expect("insert");
+    }
+    txn.commit().expect("commit");
+}
+
+#[test]
+fn a_raft_db_from_before_format_versions_is_refused_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("raft.redb");
+    write_unversioned_raft_db(&path);
+    let error = store::open(&path).expect_err("refused");
+    assert!(matches!(error, store::OpenError::Unversioned), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("(format 0)"), "{message}");
+    assert!(message.contains("format version 1"), "{message}");
+    // Refusing changed nothing: the old data is still there, still without a marker.
+    assert!(matches!(
+        store::open(&path),
+        Err(store::OpenError::Unversioned)
+    ));
+}
+
+#[test]
+fn a_raft_db_of_another_format_version_is_refused_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("raft.redb");
+    drop(store::open(&path).expect("create"));
+    {
+        let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("raft_meta");
+        let db = redb::Database::create(&path).expect("open");
+        let txn = db.begin_write().expect("txn");
+        txn.open_table(meta)
+            .expect("meta")
+            .insert("catalog_format", b"QCAT\x02".as_slice())
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+    let message = store::open(&path).expect_err("refused").to_string();
+    assert!(
+        message.contains("catalog format version 2 is not supported"),
+        "{message}"
+    );
+}

@@ -15,7 +15,7 @@ pub mod metadata;
 pub use codec::{decode, encode, CodecError, Envelope, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 pub use control::{valid_node_id, ControlRequest, ControlResponse, NodeHello};
 pub use filter::{Filter, FilterValue};
-pub use ids::{key_hash, shard_for_key, HashRange, IndexUid, ShardId};
+pub use ids::{key_hash, owner, HashRange, IndexUid, ReplicaId, ShardId};
 pub use merge::merge_top_k;
 pub use messages::*;
 pub use metadata::{MetaValue, Metadata};

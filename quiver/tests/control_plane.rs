@@ -450,7 +450,7 @@ async fn a_lagging_coordinator_catches_up_from_a_snapshot() {
 /// coordinators) instead of dropping the shards it holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_never_follows_another_cluster() {
-    use quiver_coordinator::catalog::{BucketRecord, IndexRecord, ShardPlacement};
+    use quiver_coordinator::catalog::{BucketRecord, IndexMode, NewIndex, NewShard};
     use quiver_proto::{DistanceMetric, HashRange, IndexUid};
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = GeneratedCa::generate("test CA").expect("ca");
@@ -476,14 +476,14 @@ async fn a_node_never_follows_another_cluster() {
         creation_time: 0.0,
         encryption: Default::default(),
         tags: Default::default(),
-        default_index_mode: "ENHANCED".into(),
+        default_index_mode: IndexMode::Enhanced,
         policy: None,
     };
     a.control
         .execute("t", CatalogCommand::CreateBucket(bucket))
         .await
         .expect("bucket");
-    let index = IndexRecord {
+    let index = NewIndex {
         bucket: "b".into(),
         name: "i".into(),
         uid: IndexUid(42),
@@ -493,11 +493,10 @@ async fn a_node_never_follows_another_cluster() {
         non_filterable_keys: None,
         encryption: None,
         tags: Default::default(),
-        index_mode: "ENHANCED".into(),
-        shards: vec![ShardPlacement {
-            shard: 0,
-            range: HashRange::split(0, 1),
-            node: "node-1".into(),
+        index_mode: IndexMode::Enhanced,
+        shards: vec![NewShard {
+            range: HashRange::FULL,
+            nodes: vec!["node-1".into()],
         }],
     };
     a.control

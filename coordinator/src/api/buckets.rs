@@ -9,7 +9,7 @@ use super::model::{BucketAddressIn, CreateBucketIn, DefaultIndexModeIn, ListIn};
 use super::paging::Paging;
 use super::{now_epoch_seconds, ok_empty, ok_json, parse, resolve_bucket, validate};
 use super::{AppState, Ctx};
-use crate::catalog::{BucketRecord, CatalogCommand};
+use crate::catalog::{BucketRecord, CatalogCommand, IndexMode};
 use crate::error::ApiError;
 
 /// Names per ListVectorBuckets page (and the default).
@@ -31,7 +31,7 @@ pub(super) async fn create(app: &AppState, ctx: &Ctx, body: &[u8]) -> Result<Res
         creation_time: now_epoch_seconds(),
         encryption: validate::encryption(input.encryption_configuration)?.unwrap_or_default(),
         tags,
-        default_index_mode: "ENHANCED".into(),
+        default_index_mode: IndexMode::Enhanced,
         policy: None,
     };
     app.catalog

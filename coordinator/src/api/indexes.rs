@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::response::Response;
-use quiver_proto::{DistanceMetric, HashRange, IndexUid};
+use quiver_proto::{DistanceMetric, IndexUid};
 use serde_json::json;
 
 use super::json::{index_json, index_summary_json};
@@ -13,7 +13,7 @@ use super::paging::Paging;
 use super::validate::{self, BucketAddress};
 use super::{now_epoch_seconds, ok_empty, ok_json, parse, resolve_bucket, resolve_index};
 use super::{AppState, Ctx};
-use crate::catalog::{BucketRecord, CatalogCommand, EncryptionConfig, IndexRecord, ShardPlacement};
+use crate::catalog::{BucketRecord, CatalogCommand, EncryptionConfig, NewIndex};
 use crate::error::ApiError;
 use crate::placement;
 
@@ -24,17 +24,16 @@ const MAX_LIST_INDEXES: i64 = 500;
 /// place the shards, then commit the index and create its shards.
 pub(super) async fn create(app: &AppState, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let input: CreateIndexIn = parse(body)?;
-    let (definition, bucket_address) = NewIndex::from_input(input)?;
+    let (definition, bucket_address) = IndexDefinition::from_input(input)?;
     let bucket = bucket_of_new_index(app, ctx, &bucket_address, &definition)?;
-    let record = plan_index(app, &bucket, definition)?;
-    commit_index(app, ctx, &record).await?;
-    Ok(ok_json(json!({
-        "indexArn": app.config.scope.index_arn(&record.bucket, &record.name)
-    })))
+    let planned = plan_index(app, &bucket, definition)?;
+    let arn = app.config.scope.index_arn(&planned.bucket, &planned.name);
+    commit_index(app, ctx, planned).await?;
+    Ok(ok_json(json!({ "indexArn": arn })))
 }
 
 /// A new index as the request defines it, fully validated.
-struct NewIndex {
+struct IndexDefinition {
     name: String,
     dimension: u32,
     metric: DistanceMetric,
@@ -43,14 +42,14 @@ struct NewIndex {
     tags: BTreeMap<String, String>,
 }
 
-impl NewIndex {
+impl IndexDefinition {
     /// Validates every member of the request except the bucket's address, which comes back
     /// as it was given (it is checked when the bucket is looked up).
-    fn from_input(input: CreateIndexIn) -> Result<(NewIndex, BucketAddressIn), ApiError> {
+    fn from_input(input: CreateIndexIn) -> Result<(IndexDefinition, BucketAddressIn), ApiError> {
         let name = validate::required(input.index_name, "/indexName")?;
         validate::index_name(&name)?;
         validate::index_data_type(input.data_type)?;
-        let definition = NewIndex {
+        let definition = IndexDefinition {
             name,
             dimension: validate::dimension(input.dimension)?,
             metric: validate::distance_metric(input.distance_metric)?,
@@ -68,7 +67,7 @@ fn bucket_of_new_index(
     app: &AppState,
     ctx: &Ctx,
     address: &BucketAddressIn,
-    index: &NewIndex,
+    index: &IndexDefinition,
 ) -> Result<BucketRecord, ApiError> {
     let actions = ctx.operation.iam_actions(!index.tags.is_empty());
     let bucket = match validate::bucket_address(&app.config.scope, address)? {
@@ -94,25 +93,16 @@ fn bucket_of_new_index(
     Ok(bucket)
 }
 
-/// The catalog record of the new index: a fresh uid, and its shards placed on live nodes.
+/// The new index as the catalog takes it: a fresh uid, and its shards placed on live nodes (the
+/// catalog numbers the replicas when it commits).
 fn plan_index(
     app: &AppState,
     bucket: &BucketRecord,
-    index: NewIndex,
-) -> Result<IndexRecord, ApiError> {
+    index: IndexDefinition,
+) -> Result<NewIndex, ApiError> {
     let shard_count = app.config.shards_per_index.max(2);
-    let nodes = placement::place(&app.catalog.state(), shard_count)
-        .ok_or_else(|| ApiError::ServiceUnavailable("No storage node is available".into()))?;
-    let shards = nodes
-        .into_iter()
-        .zip(0..shard_count)
-        .map(|(node, shard)| ShardPlacement {
-            shard,
-            range: HashRange::split(shard, shard_count),
-            node,
-        })
-        .collect();
-    Ok(IndexRecord {
+    let shards = placement::new_shards(&app.catalog.state(), shard_count)?;
+    Ok(NewIndex {
         bucket: bucket.name.clone(),
         name: index.name,
         uid: IndexUid(rand::random()),
@@ -122,7 +112,7 @@ fn plan_index(
         non_filterable_keys: index.non_filterable_keys,
         encryption: index.encryption,
         tags: index.tags,
-        index_mode: bucket.default_index_mode.clone(),
+        index_mode: bucket.default_index_mode,
         shards,
     })
 }
@@ -130,11 +120,18 @@ fn plan_index(
 /// The catalog first, then the shards: a node drops shards the catalog does not name (see
 /// `NodeService::reconcile`), and a node that misses the creation below gets the shard from
 /// its next heartbeat. If the shards cannot be created, the index is removed again.
-async fn commit_index(app: &AppState, ctx: &Ctx, record: &IndexRecord) -> Result<(), ApiError> {
+async fn commit_index(app: &AppState, ctx: &Ctx, planned: NewIndex) -> Result<(), ApiError> {
+    let (bucket, name, uid) = (planned.bucket.clone(), planned.name.clone(), planned.uid);
     app.catalog
-        .execute(&ctx.request_id, CatalogCommand::CreateIndex(record.clone()))
+        .execute(&ctx.request_id, CatalogCommand::CreateIndex(planned))
         .await?;
-    let Err(error) = app.data.create_shards(record, &ctx.request_id).await else {
+    // The record as committed names the replica ids the catalog gave. It is missing (or another
+    // incarnation) only if the index was deleted in between; then there is nothing to create.
+    let committed = app.catalog.state().index(&bucket, &name).cloned();
+    let Some(record) = committed.filter(|record| record.uid == uid) else {
+        return Ok(());
+    };
+    let Err(error) = app.data.create_shards(&record, &ctx.request_id).await else {
         return Ok(());
     };
     let undo = app
@@ -150,7 +147,7 @@ async fn commit_index(app: &AppState, ctx: &Ctx, record: &IndexRecord) -> Result
     if let Err(undo) = undo {
         tracing::warn!(index = %record.name, %undo, "could not remove an index whose shards failed; nodes will create them from their assignments");
     }
-    app.data.drop_shards(record, &ctx.request_id).await;
+    app.data.drop_shards(&record, &ctx.request_id).await;
     Err(error)
 }
 

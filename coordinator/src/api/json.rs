@@ -5,7 +5,7 @@ use quiver_proto::{DistanceMetric, Hit, MetaValue, Metadata, VectorRecord};
 use serde_json::{json, Value};
 
 use super::validate::ArnScope;
-use crate::catalog::{BucketRecord, EncryptionConfig, IndexRecord};
+use crate::catalog::{BucketRecord, EncryptionConfig, IndexMode, IndexRecord, SseType};
 
 /// The distance metric's name in requests and responses.
 pub fn metric_name(metric: DistanceMetric) -> &'static str {
@@ -15,8 +15,24 @@ pub fn metric_name(metric: DistanceMetric) -> &'static str {
     }
 }
 
+/// The index mode's name in requests and responses.
+pub fn index_mode_name(mode: IndexMode) -> &'static str {
+    match mode {
+        IndexMode::Classic => "CLASSIC",
+        IndexMode::Enhanced => "ENHANCED",
+    }
+}
+
+/// The server-side encryption type's name in requests and responses.
+pub fn sse_type_name(sse: SseType) -> &'static str {
+    match sse {
+        SseType::Aes256 => "AES256",
+        SseType::Kms => "aws:kms",
+    }
+}
+
 pub fn encryption_json(config: &EncryptionConfig) -> Value {
-    let mut value = json!({ "sseType": config.sse_type });
+    let mut value = json!({ "sseType": sse_type_name(config.sse_type) });
     if let Some(arn) = &config.kms_key_arn {
         value["kmsKeyArn"] = json!(arn);
     }
@@ -83,7 +99,7 @@ pub fn bucket_json(scope: &ArnScope, bucket: &BucketRecord) -> Value {
         "vectorBucketArn": scope.bucket_arn(&bucket.name),
         "creationTime": bucket.creation_time,
         "encryptionConfiguration": encryption_json(&bucket.encryption),
-        "defaultIndexMode": bucket.default_index_mode,
+        "defaultIndexMode": index_mode_name(bucket.default_index_mode),
     })
 }
 
@@ -106,7 +122,7 @@ pub fn index_json(scope: &ArnScope, index: &IndexRecord) -> Value {
         "dataType": "float32",
         "dimension": index.dimension,
         "distanceMetric": metric_name(index.metric),
-        "indexMode": index.index_mode,
+        "indexMode": index_mode_name(index.index_mode),
     });
     if let Some(keys) = &index.non_filterable_keys {
         out["metadataConfiguration"] = json!({ "nonFilterableMetadataKeys": keys });
@@ -149,7 +165,7 @@ mod tests {
             creation_time: 1_700_000_000.5,
             encryption: EncryptionConfig::default(),
             tags: BTreeMap::new(),
-            default_index_mode: "ENHANCED".into(),
+            default_index_mode: IndexMode::Enhanced,
             policy: None,
         }
     }
@@ -165,7 +181,7 @@ mod tests {
             non_filterable_keys: None,
             encryption: None,
             tags: BTreeMap::new(),
-            index_mode: "CLASSIC".into(),
+            index_mode: IndexMode::Classic,
             shards: Vec::new(),
         }
     }
@@ -179,12 +195,12 @@ mod tests {
     #[test]
     fn encryption_has_a_key_only_for_kms() {
         let sse = EncryptionConfig {
-            sse_type: "AES256".into(),
+            sse_type: SseType::Aes256,
             kms_key_arn: None,
         };
         assert_eq!(encryption_json(&sse), json!({"sseType": "AES256"}));
         let kms = EncryptionConfig {
-            sse_type: "aws:kms".into(),
+            sse_type: SseType::Kms,
             kms_key_arn: Some("arn:aws:kms:us-east-1:123456789012:key/k".into()),
         };
         assert_eq!(

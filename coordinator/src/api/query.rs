@@ -101,7 +101,7 @@ impl Query {
         options: QueryOptions,
         filter: Option<&Value>,
     ) -> Result<Query, ApiError> {
-        let enhanced = validate::enhanced_search(options.mode, &index.index_mode)?;
+        let enhanced = validate::enhanced_search(options.mode, index.index_mode)?;
         validate::vector(
             &options.vector,
             index.dimension,

@@ -80,7 +80,7 @@ pub enum StartError {
     #[error("opening {path}: {source}")]
     Storage {
         path: String,
-        source: Box<redb::Error>,
+        source: store::OpenError,
     },
     #[error("raft storage: {0}")]
     Raft(String),
@@ -536,7 +536,7 @@ impl ControlPlane {
                     bucket: index.bucket.clone(),
                     index: index.name.clone(),
                     shard: placement.shard,
-                    node: placement.node.clone(),
+                    node: placement.serving_node().unwrap_or_default().to_owned(),
                 })
             })
             .collect();

@@ -8,6 +8,11 @@
 //! The state machine itself ([`StateMachine`]) lives in memory, shared with the API through a
 //! lock; on start it is restored from the stored snapshot, and openraft re-applies the committed
 //! log entries after it.
+//!
+//! Every stored value is encoded by [`crate::catalog::format`] (a header with the catalog format
+//! version, then postcard), and the file carries a format marker: [`open`] refuses a file of
+//! another format version, or one written before the format was versioned, before anything in it
+//! is read.
 
 use std::fmt::Debug;
 use std::io::Cursor;
@@ -25,6 +30,7 @@ use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::types::{CommandResult, CoordinatorNode, LogId, StorageError, TypeConfig};
+use crate::catalog::format::{self, FormatError, CATALOG_FORMAT_VERSION};
 use crate::catalog::CatalogState;
 
 type Entry = openraft::Entry<TypeConfig>;
@@ -37,27 +43,61 @@ const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
 const SNAPSHOT_META: &str = "snapshot_meta";
 const SNAPSHOT_DATA: &str = "snapshot_data";
+/// The format marker: the encoding of `()`, i.e. the bare header of the file's format version.
+const FORMAT: &str = "catalog_format";
 
 fn any(e: impl std::fmt::Display) -> AnyError {
     AnyError::error(e.to_string())
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, AnyError> {
-    postcard::to_stdvec(value).map_err(any)
+    format::encode(value).map_err(any)
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AnyError> {
-    postcard::from_bytes(bytes).map_err(any)
+    format::decode(bytes).map_err(any)
 }
 
-/// Opens (or creates) the coordinator's Raft database.
-pub fn open(path: &Path) -> Result<Arc<Database>, Box<redb::Error>> {
-    let boxed = |e: redb::Error| Box::new(e);
-    let db = Database::create(path).map_err(|e| boxed(e.into()))?;
-    let txn = db.begin_write().map_err(|e| boxed(e.into()))?;
-    txn.open_table(LOG).map_err(|e| boxed(e.into()))?;
-    txn.open_table(META).map_err(|e| boxed(e.into()))?;
-    txn.commit().map_err(|e| boxed(e.into()))?;
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Storage(Box<redb::Error>),
+    /// Raft data without a format marker: written before the catalog format was versioned.
+    #[error(
+        "it holds Raft data written before catalog formats were versioned (format 0); this \
+         build reads catalog format version {CATALOG_FORMAT_VERSION} only and does not migrate \
+         older data: start with a new data directory"
+    )]
+    Unversioned,
+    #[error("its format marker: {0}")]
+    Format(FormatError),
+}
+
+impl<E: Into<redb::Error>> From<E> for OpenError {
+    fn from(e: E) -> Self {
+        OpenError::Storage(Box::new(e.into()))
+    }
+}
+
+/// Opens (or creates) the coordinator's Raft database, in this build's catalog format: a new file
+/// gets the format marker; an existing one must have the marker of this format version.
+pub fn open(path: &Path) -> Result<Arc<Database>, OpenError> {
+    let db = Database::create(path)?;
+    let txn = db.begin_write()?;
+    {
+        let log = txn.open_table(LOG)?;
+        let mut meta = txn.open_table(META)?;
+        let marker = meta.get(FORMAT)?.map(|value| value.value().to_vec());
+        match marker {
+            Some(marker) => format::decode::<()>(&marker).map_err(OpenError::Format)?,
+            None if log.first()?.is_none() && meta.first()?.is_none() => {
+                let marker = format::encode(&()).map_err(OpenError::Format)?;
+                meta.insert(FORMAT, marker.as_slice())?;
+            }
+            None => return Err(OpenError::Unversioned),
+        }
+    }
+    txn.commit()?;
     Ok(Arc::new(db))
 }
 
@@ -263,12 +303,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
-/// What a snapshot holds besides its metadata.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SnapshotBody {
-    state: CatalogState,
-}
-
 type Meta = SnapshotMeta<u64, CoordinatorNode>;
 
 /// The catalog state machine.
@@ -315,8 +349,7 @@ impl StateMachine {
     }
 
     fn restore(&mut self, meta: &Meta, data: &[u8]) -> Result<(), AnyError> {
-        let body: SnapshotBody = decode(data)?;
-        *self.state.write() = body.state;
+        *self.state.write() = format::decode_snapshot(data).map_err(any)?;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         Ok(())
@@ -339,10 +372,8 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let data = encode(&SnapshotBody {
-            state: self.state.read().clone(),
-        })
-        .map_err(|e| StorageIOError::write_snapshot(None, e))?;
+        let data = format::encode_snapshot(&self.state.read())
+            .map_err(|e| StorageIOError::write_snapshot(None, any(e)))?;
         let snapshot_id = format!(
             "{}-{}",
             self.applied.map(|log_id| log_id.index).unwrap_or(0),

@@ -5,6 +5,7 @@
 use quiver_proto::HashRange;
 
 use super::{required, MAX_TOP_K};
+use crate::catalog::IndexMode;
 use crate::error::ApiError;
 
 /// A page size: `default` when absent, else 1 to `max`.
@@ -104,13 +105,16 @@ pub fn query_mode(value: Option<&str>) -> Result<Option<QueryMode>, ApiError> {
 /// Whether a query on an index in `index_mode` searches in ENHANCED mode. ENHANCED may be
 /// asked of a CLASSIC index; CLASSIC may not be asked of an ENHANCED one; without a queryMode
 /// the index's own mode applies.
-pub fn enhanced_search(requested: Option<QueryMode>, index_mode: &str) -> Result<bool, ApiError> {
+pub fn enhanced_search(
+    requested: Option<QueryMode>,
+    index_mode: IndexMode,
+) -> Result<bool, ApiError> {
     match (requested, index_mode) {
-        (Some(QueryMode::Classic), "ENHANCED") => Err(ApiError::validation(
+        (Some(QueryMode::Classic), IndexMode::Enhanced) => Err(ApiError::validation(
             "queryMode CLASSIC is not supported for an index in ENHANCED mode",
         )),
         (Some(mode), _) => Ok(mode == QueryMode::Enhanced),
-        (None, mode) => Ok(mode == "ENHANCED"),
+        (None, mode) => Ok(mode == IndexMode::Enhanced),
     }
 }
 
@@ -188,18 +192,18 @@ mod tests {
             Some(Some(QueryMode::Classic))
         );
         assert!(query_mode(Some("classic")).is_err());
-        assert_eq!(enhanced_search(None, "ENHANCED").ok(), Some(true));
-        assert_eq!(enhanced_search(None, "CLASSIC").ok(), Some(false));
+        assert_eq!(enhanced_search(None, IndexMode::Enhanced).ok(), Some(true));
+        assert_eq!(enhanced_search(None, IndexMode::Classic).ok(), Some(false));
         assert_eq!(
-            enhanced_search(Some(QueryMode::Enhanced), "CLASSIC").ok(),
+            enhanced_search(Some(QueryMode::Enhanced), IndexMode::Classic).ok(),
             Some(true)
         );
         assert_eq!(
-            enhanced_search(Some(QueryMode::Classic), "CLASSIC").ok(),
+            enhanced_search(Some(QueryMode::Classic), IndexMode::Classic).ok(),
             Some(false)
         );
         assert_eq!(
-            message(enhanced_search(Some(QueryMode::Classic), "ENHANCED").unwrap_err()),
+            message(enhanced_search(Some(QueryMode::Classic), IndexMode::Enhanced).unwrap_err()),
             "queryMode CLASSIC is not supported for an index in ENHANCED mode"
         );
     }

@@ -8,7 +8,7 @@ use quiver_proto::DistanceMetric;
 
 use super::{required, MAX_DIMENSION, MAX_NON_FILTERABLE_KEYS};
 use crate::api::model::{EncryptionIn, MetadataConfigurationIn};
-use crate::catalog::EncryptionConfig;
+use crate::catalog::{EncryptionConfig, IndexMode, SseType};
 use crate::error::ApiError;
 
 /// The `dataType` of a new index: required, and only `float32` exists.
@@ -81,14 +81,14 @@ pub fn non_filterable_keys(
 /// ARN exactly when the type is `aws:kms`.
 pub fn encryption(input: Option<EncryptionIn>) -> Result<Option<EncryptionConfig>, ApiError> {
     let Some(input) = input else { return Ok(None) };
-    let sse_type = input.sse_type.unwrap_or_else(|| "AES256".into());
-    match sse_type.as_str() {
+    let sse_type = match input.sse_type.as_deref().unwrap_or("AES256") {
         "AES256" => {
             if input.kms_key_arn.is_some() {
                 return Err(ApiError::validation(
                     "kmsKeyArn can only be specified when sseType is aws:kms",
                 ));
             }
+            SseType::Aes256
         }
         "aws:kms" => {
             let Some(arn) = &input.kms_key_arn else {
@@ -103,6 +103,7 @@ pub fn encryption(input: Option<EncryptionIn>) -> Result<Option<EncryptionConfig
                     "Member must satisfy regular expression pattern: (arn:aws[-a-z0-9]*:kms:[-a-z0-9]*:[0-9]{12}:key/.+)",
                 ));
             }
+            SseType::Kms
         }
         _ => {
             return Err(ApiError::field(
@@ -110,7 +111,7 @@ pub fn encryption(input: Option<EncryptionIn>) -> Result<Option<EncryptionConfig
                 "Member must satisfy enum value set: [AES256, aws:kms]",
             ))
         }
-    }
+    };
     Ok(Some(EncryptionConfig {
         sse_type,
         kms_key_arn: input.kms_key_arn,
@@ -222,11 +223,11 @@ pub fn index_mode(
     value: Option<String>,
     path: &str,
     bucket_created: f64,
-) -> Result<String, ApiError> {
+) -> Result<IndexMode, ApiError> {
     let mode = required(value, path)?;
     match mode.as_str() {
-        "ENHANCED" => Ok(mode),
-        "CLASSIC" if bucket_created < INDEX_MODES_INTRODUCED => Ok(mode),
+        "ENHANCED" => Ok(IndexMode::Enhanced),
+        "CLASSIC" if bucket_created < INDEX_MODES_INTRODUCED => Ok(IndexMode::Classic),
         "CLASSIC" => Err(ApiError::validation(
             "CLASSIC mode is only available for indexes in vector buckets created before September 30, 2026",
         )),
@@ -321,7 +322,7 @@ mod tests {
         assert_eq!(
             encryption(input(Some("aws:kms"), Some(key))).ok(),
             Some(Some(EncryptionConfig {
-                sse_type: "aws:kms".into(),
+                sse_type: SseType::Kms,
                 kms_key_arn: Some(key.into()),
             }))
         );
@@ -412,11 +413,8 @@ mod tests {
         let new_bucket = INDEX_MODES_INTRODUCED;
         let mode =
             |value: &str, created: f64| index_mode(Some(value.into()), "/indexMode", created);
-        assert_eq!(
-            mode("ENHANCED", new_bucket).ok().as_deref(),
-            Some("ENHANCED")
-        );
-        assert_eq!(mode("CLASSIC", old_bucket).ok().as_deref(), Some("CLASSIC"));
+        assert_eq!(mode("ENHANCED", new_bucket).ok(), Some(IndexMode::Enhanced));
+        assert_eq!(mode("CLASSIC", old_bucket).ok(), Some(IndexMode::Classic));
         assert!(message(mode("CLASSIC", new_bucket).unwrap_err()).contains("September 30, 2026"));
         assert_eq!(
             message(mode("enhanced", old_bucket).unwrap_err()),

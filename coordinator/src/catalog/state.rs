@@ -1,104 +1,15 @@
-//! The catalog: vector buckets, indexes, each index's shard map, and the storage nodes.
-//!
-//! [`CatalogState`] is a deterministic state machine: [`CatalogState::plan`] checks a
-//! [`CatalogCommand`] against the state and turns it into row changes without touching anything;
-//! [`CatalogState::apply_rows`] applies them. It is the state machine of the control-plane Raft
-//! group ([`crate::cluster`]), which replicates the commands. [`Catalog`] is the interface the API
-//! uses.
+//! [`CatalogState`], the control plane's deterministic state machine, and the commands it applies.
 
 use std::collections::BTreeMap;
 
-use futures::future::BoxFuture;
-use quiver_proto::{DistanceMetric, HashRange, IndexUid, ShardId, ShardSpec};
+use quiver_proto::ShardSpec;
 use serde::{Deserialize, Serialize};
+
+use super::{BucketRecord, CatalogError, IndexMode, IndexRecord, NewIndex, NodeRecord};
 
 /// Service limits (reference §4.1).
 pub const MAX_BUCKETS: usize = 10_000;
 pub const MAX_INDEXES_PER_BUCKET: usize = 10_000;
-
-#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
-pub enum CatalogError {
-    #[error("bucket exists")]
-    BucketExists,
-    #[error("index exists")]
-    IndexExists,
-    #[error("bucket not found")]
-    BucketNotFound,
-    #[error("index not found")]
-    IndexNotFound,
-    #[error("bucket not empty")]
-    BucketNotEmpty,
-    #[error("too many buckets (limit {0})")]
-    TooManyBuckets(usize),
-    #[error("too many indexes (limit {0})")]
-    TooManyIndexes(usize),
-    #[error("node {0} is not registered")]
-    NodeNotFound(String),
-    /// The control plane cannot decide right now (no leader, leader unreachable): retry.
-    #[error("control plane unavailable: {0}")]
-    Unavailable(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EncryptionConfig {
-    pub sse_type: String,
-    pub kms_key_arn: Option<String>,
-}
-
-impl Default for EncryptionConfig {
-    fn default() -> Self {
-        EncryptionConfig {
-            sse_type: "AES256".into(),
-            kms_key_arn: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BucketRecord {
-    pub name: String,
-    /// Seconds since the Unix epoch.
-    pub creation_time: f64,
-    pub encryption: EncryptionConfig,
-    pub tags: BTreeMap<String, String>,
-    pub default_index_mode: String,
-    /// The bucket policy document (validated JSON text), if one is set.
-    pub policy: Option<String>,
-}
-
-/// Where one shard of an index lives.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ShardPlacement {
-    pub shard: u32,
-    pub range: HashRange,
-    pub node: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct IndexRecord {
-    pub bucket: String,
-    pub name: String,
-    pub uid: IndexUid,
-    pub creation_time: f64,
-    pub dimension: u32,
-    pub metric: DistanceMetric,
-    /// `None` when the index was created without a metadata configuration.
-    pub non_filterable_keys: Option<Vec<String>>,
-    pub encryption: Option<EncryptionConfig>,
-    pub tags: BTreeMap<String, String>,
-    pub index_mode: String,
-    pub shards: Vec<ShardPlacement>,
-}
-
-/// A storage node as the control plane knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeRecord {
-    pub id: String,
-    /// QUIC address of the node.
-    pub addr: String,
-    /// Whether the node heartbeats (the Raft leader marks it down after missed heartbeats).
-    pub up: bool,
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CatalogCommand {
@@ -106,7 +17,8 @@ pub enum CatalogCommand {
     DeleteBucket {
         name: String,
     },
-    CreateIndex(IndexRecord),
+    /// Creates an index; the catalog numbers its shards and gives their replicas new ids.
+    CreateIndex(NewIndex),
     DeleteIndex {
         bucket: String,
         name: String,
@@ -124,12 +36,12 @@ pub enum CatalogCommand {
     },
     SetBucketDefaultIndexMode {
         bucket: String,
-        mode: String,
+        mode: IndexMode,
     },
     SetIndexMode {
         bucket: String,
         index: String,
-        mode: String,
+        mode: IndexMode,
     },
     /// Adds a node or updates its address; the node is up afterwards.
     RegisterNode {
@@ -153,21 +65,39 @@ pub enum RowChange {
     DeleteIndex(String, String),
     PutNode(NodeRecord),
     SetClusterId(u128),
+    SetNextReplicaId(u64),
 }
 
 /// How many proposal results the state remembers for idempotent retries.
 pub const REMEMBERED_PROPOSALS: usize = 10_000;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CatalogState {
     buckets: BTreeMap<String, BucketRecord>,
     indexes: BTreeMap<(String, String), IndexRecord>,
     nodes: BTreeMap<String, NodeRecord>,
+    /// The id the next replica gets. Only ever grows (ids of deleted indexes are not handed out
+    /// again); starts at 1, so `ReplicaId(0)` is never a replica.
+    next_replica_id: u64,
     /// Random id chosen when the first node joins; nodes refuse assignments from another cluster.
     cluster_id: Option<u128>,
     /// Results of the last [`REMEMBERED_PROPOSALS`] proposals by id, oldest first in `order`.
     results: BTreeMap<u128, Result<(), CatalogError>>,
     order: std::collections::VecDeque<u128>,
+}
+
+impl Default for CatalogState {
+    fn default() -> Self {
+        CatalogState {
+            buckets: BTreeMap::new(),
+            indexes: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            next_replica_id: 1,
+            cluster_id: None,
+            results: BTreeMap::new(),
+            order: std::collections::VecDeque::new(),
+        }
+    }
 }
 
 impl CatalogState {
@@ -247,7 +177,15 @@ impl CatalogState {
                 if self.index_count(&index.bucket) >= MAX_INDEXES_PER_BUCKET {
                     return Err(CatalogError::TooManyIndexes(MAX_INDEXES_PER_BUCKET));
                 }
-                Ok(vec![RowChange::PutIndex(index)])
+                if let Some(problem) = index.shard_map_error() {
+                    return Err(CatalogError::InvalidShardMap(problem.into()));
+                }
+                let mut next_replica_id = self.next_replica_id;
+                let record = index.into_record(&mut next_replica_id);
+                Ok(vec![
+                    RowChange::PutIndex(record),
+                    RowChange::SetNextReplicaId(next_replica_id),
+                ])
             }
             CatalogCommand::DeleteIndex { bucket, name } => {
                 if !self.indexes.contains_key(&(bucket.clone(), name.clone())) {
@@ -337,6 +275,9 @@ impl CatalogState {
                 RowChange::SetClusterId(id) => {
                     self.cluster_id = Some(id);
                 }
+                RowChange::SetNextReplicaId(id) => {
+                    self.next_replica_id = id;
+                }
             }
         }
     }
@@ -358,17 +299,22 @@ impl CatalogState {
         self.indexes.values()
     }
 
-    /// Shards placed on each registered node (nodes without shards included, with 0).
+    /// Shard replicas placed on each registered node (nodes without any included, with 0).
     pub fn shard_counts(&self) -> BTreeMap<String, usize> {
         let mut counts: BTreeMap<String, usize> =
             self.nodes.keys().map(|id| (id.clone(), 0)).collect();
-        for placement in self.indexes.values().flat_map(|index| &index.shards) {
-            *counts.entry(placement.node.clone()).or_default() += 1;
+        let replicas = self
+            .indexes
+            .values()
+            .flat_map(|index| &index.shards)
+            .flat_map(|placement| &placement.replicas);
+        for replica in replicas {
+            *counts.entry(replica.node.clone()).or_default() += 1;
         }
         counts
     }
 
-    /// Everything `node` should host: the specs of the shards placed on it.
+    /// Everything `node` should host: the specs of the shards with a replica on it.
     pub fn assignments(&self, node: &str) -> Vec<ShardSpec> {
         self.indexes
             .values()
@@ -376,7 +322,7 @@ impl CatalogState {
                 index
                     .shards
                     .iter()
-                    .filter(move |placement| placement.node == node)
+                    .filter(move |placement| placement.has_replica_on(node))
                     .map(move |placement| index.shard_spec(placement))
             })
             .collect()
@@ -399,48 +345,12 @@ impl CatalogState {
     }
 }
 
-impl IndexRecord {
-    pub fn shard_id(&self, placement: &ShardPlacement) -> ShardId {
-        ShardId {
-            index: self.uid,
-            shard: placement.shard,
-        }
-    }
-
-    /// What a node needs to host one of this index's shards.
-    pub fn shard_spec(&self, placement: &ShardPlacement) -> ShardSpec {
-        ShardSpec {
-            id: self.shard_id(placement),
-            dimension: self.dimension,
-            metric: self.metric,
-            non_filterable_keys: self.non_filterable_keys.clone().unwrap_or_default(),
-            range: placement.range,
-        }
-    }
-}
-
-/// What the API needs from the catalog.
-pub trait Catalog: Send + Sync + 'static {
-    /// Executes a command through the control plane; returns once it is committed (durable on
-    /// a quorum) and applied to this coordinator's state. On error nothing changed, except for
-    /// [`CatalogError::Unavailable`] after a timeout, when the outcome is unknown.
-    /// `request_id` joins the logs of every coordinator the command passes through.
-    fn execute<'a>(
-        &'a self,
-        request_id: &'a str,
-        command: CatalogCommand,
-    ) -> BoxFuture<'a, Result<(), CatalogError>>;
-    /// The current state, read-locked for the guard's lifetime (keep it short, never across an
-    /// await).
-    fn state(&self) -> parking_lot::RwLockReadGuard<'_, CatalogState>;
-    /// A linearizable read barrier: returns once this coordinator's state includes every
-    /// command committed before the call.
-    fn sync(&self) -> BoxFuture<'_, Result<(), CatalogError>>;
-}
-
 #[cfg(test)]
 mod tests {
+    use quiver_proto::{DistanceMetric, HashRange, IndexUid};
+
     use super::*;
+    use crate::catalog::{EncryptionConfig, NewShard};
 
     fn bucket(name: &str) -> BucketRecord {
         BucketRecord {
@@ -448,13 +358,15 @@ mod tests {
             creation_time: 1.0,
             encryption: EncryptionConfig::default(),
             tags: BTreeMap::new(),
-            default_index_mode: "ENHANCED".into(),
+            default_index_mode: IndexMode::Enhanced,
             policy: None,
         }
     }
 
-    fn index(bucket: &str, name: &str) -> IndexRecord {
-        IndexRecord {
+    /// An index with one shard per node in `nodes` (one replica each).
+    fn index_on(bucket: &str, name: &str, nodes: &[&str]) -> NewIndex {
+        let count = nodes.len() as u32;
+        NewIndex {
             bucket: bucket.into(),
             name: name.into(),
             uid: IndexUid(7),
@@ -464,9 +376,106 @@ mod tests {
             non_filterable_keys: None,
             encryption: None,
             tags: BTreeMap::new(),
-            index_mode: "ENHANCED".into(),
-            shards: vec![],
+            index_mode: IndexMode::Enhanced,
+            shards: (0..count)
+                .zip(nodes)
+                .map(|(shard, node)| NewShard {
+                    range: HashRange::split(shard, count),
+                    nodes: vec![(*node).into()],
+                })
+                .collect(),
         }
+    }
+
+    fn index(bucket: &str, name: &str) -> NewIndex {
+        index_on(bucket, name, &["n1"])
+    }
+
+    fn replica_ids(state: &CatalogState, bucket: &str, name: &str) -> Vec<(u64, u64)> {
+        let index = state.index(bucket, name).expect("index");
+        index
+            .shards
+            .iter()
+            .flat_map(|shard| shard.replicas.iter().map(|r| (r.id.0, shard.epoch)))
+            .collect()
+    }
+
+    #[test]
+    fn replica_ids_come_from_one_counter_and_are_never_reused() {
+        let mut state = CatalogState::default();
+        let mut run = |command| state.apply(0, command).expect("apply");
+        run(CatalogCommand::CreateBucket(bucket("b")));
+        run(CatalogCommand::CreateIndex(index_on(
+            "b",
+            "i",
+            &["n1", "n2"],
+        )));
+        run(CatalogCommand::DeleteIndex {
+            bucket: "b".into(),
+            name: "i".into(),
+        });
+        run(CatalogCommand::CreateIndex(index_on(
+            "b",
+            "i",
+            &["n1", "n2"],
+        )));
+        run(CatalogCommand::CreateIndex(index_on("b", "j", &["n1"])));
+        // Ids start at 1, the deleted index's 1 and 2 are not handed out again, epochs start at 1.
+        assert_eq!(replica_ids(&state, "b", "i"), vec![(3, 1), (4, 1)]);
+        assert_eq!(replica_ids(&state, "b", "j"), vec![(5, 1)]);
+        let shard = &state.index("b", "i").expect("index").shards[1];
+        assert_eq!(shard.shard, 1);
+        assert_eq!(shard.serving_node(), Some("n2"));
+        // The counter is part of the state, so it survives a snapshot round trip.
+        let restored: CatalogState =
+            postcard::from_bytes(&postcard::to_stdvec(&state).expect("encode")).expect("decode");
+        assert_eq!(restored.next_replica_id, 6);
+    }
+
+    #[test]
+    fn a_shard_map_must_partition_the_hash_space_with_distinct_replica_nodes() {
+        let mut state = CatalogState::default();
+        state
+            .apply(0, CatalogCommand::CreateBucket(bucket("b")))
+            .expect("bucket");
+        let mut gap = index_on("b", "i", &["n1", "n2"]);
+        gap.shards[1].range.start += 1;
+        let mut no_replica = index("b", "i");
+        no_replica.shards[0].nodes.clear();
+        let mut same_node = index("b", "i");
+        same_node.shards[0].nodes.push("n1".into());
+        let mut no_shards = index("b", "i");
+        no_shards.shards.clear();
+        for bad in [gap, no_replica, same_node, no_shards] {
+            assert!(matches!(
+                state.plan(CatalogCommand::CreateIndex(bad)),
+                Err(CatalogError::InvalidShardMap(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_node_is_assigned_the_shards_it_has_a_replica_of() {
+        let mut state = CatalogState::default();
+        state
+            .apply(0, CatalogCommand::CreateBucket(bucket("b")))
+            .expect("bucket");
+        let mut replicated = index_on("b", "i", &["n1", "n2"]);
+        replicated.shards[0].nodes.push("n3".into());
+        state
+            .apply(0, CatalogCommand::CreateIndex(replicated))
+            .expect("index");
+        let shards = |node: &str| -> Vec<u32> {
+            state
+                .assignments(node)
+                .iter()
+                .map(|spec| spec.id.shard)
+                .collect()
+        };
+        assert_eq!(shards("n1"), vec![0]);
+        assert_eq!(shards("n2"), vec![1]);
+        assert_eq!(shards("n3"), vec![0]);
+        assert!(shards("n4").is_empty());
     }
 
     #[test]
