@@ -328,28 +328,20 @@ impl Harness {
         self.scope.index_arn(bucket, index)
     }
 
-    /// Creates a bucket and an index (euclidean unless `cosine`) as the dev user.
+    /// Creates an index as the dev user, and its bucket unless it exists.
     pub async fn bucket_with_index(&self, bucket: &str, index: &str, dimension: u32, metric: &str) {
-        self.call(
-            Who::Dev,
-            "CreateVectorBucket",
-            serde_json::json!({"vectorBucketName": bucket}),
-        )
-        .await
-        .ok();
-        self.call(
-            Who::Dev,
-            "CreateIndex",
-            serde_json::json!({
-                "vectorBucketName": bucket,
-                "indexName": index,
-                "dataType": "float32",
-                "dimension": dimension,
-                "distanceMetric": metric,
-            }),
-        )
-        .await
-        .ok();
+        if self.catalog.bucket(bucket).is_none() {
+            let body = serde_json::json!({"vectorBucketName": bucket});
+            self.call(Who::Dev, "CreateVectorBucket", body).await.ok();
+        }
+        let body = serde_json::json!({
+            "vectorBucketName": bucket,
+            "indexName": index,
+            "dataType": "float32",
+            "dimension": dimension,
+            "distanceMetric": metric,
+        });
+        self.call(Who::Dev, "CreateIndex", body).await.ok();
     }
 }
 
