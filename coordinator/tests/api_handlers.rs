@@ -14,6 +14,8 @@ mod fakes;
 mod harness;
 #[path = "api_handlers/query.rs"]
 mod query;
+#[path = "api_handlers/tags.rs"]
+mod tags;
 #[path = "api_handlers/tour.rs"]
 mod tour;
 #[path = "api_handlers/vectors.rs"]

@@ -64,11 +64,6 @@ impl MemCatalog {
         result
     }
 
-    /// How many commands were applied successfully so far.
-    pub fn applied(&self) -> usize {
-        self.log.lock().iter().filter(|(_, r)| r.is_ok()).count()
-    }
-
     /// The commands executed after the first `from`.
     pub fn commands_since(&self, from: usize) -> Vec<(CatalogCommand, Result<(), CatalogError>)> {
         self.log.lock()[from..].to_vec()

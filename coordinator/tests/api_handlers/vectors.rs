@@ -251,3 +251,59 @@ async fn get_and_delete_vectors_act_on_exactly_the_keys_named() {
         .collect();
     assert_eq!(stored, remaining.into_iter().collect());
 }
+
+#[tokio::test]
+async fn an_unavailable_node_is_a_503_never_a_partial_answer() {
+    use quiver_coordinator::catalog::CatalogCommand;
+
+    let h = Harness::new();
+    h.bucket_with_index("bk1", "ix1", 3, "euclidean").await;
+    put_all(&h, &keys(20)).await;
+    let query = json!({"vectorBucketName": "bk1", "indexName": "ix1", "topK": 3,
+                       "queryVector": {"float32": [0.0, 0.0, 0.0]}});
+    // The node stops answering: reads and writes are 503, nothing is written.
+    h.transport.remove(super::fakes::NODE_ADDR);
+    h.refused(
+        Who::Dev,
+        "QueryVectors",
+        query.clone(),
+        503,
+        "ServiceUnavailableException",
+    )
+    .await;
+    h.refused(
+        Who::Dev,
+        "PutVectors",
+        json!({"vectorBucketName": "bk1", "indexName": "ix1", "vectors": [vector("late", 1)]}),
+        503,
+        "ServiceUnavailableException",
+    )
+    .await;
+    // CreateIndex whose shards cannot be created takes the index out of the catalog again.
+    let before = h.catalog.view();
+    let body = json!({"vectorBucketName": "bk1", "indexName": "ix2", "dataType": "float32",
+                      "dimension": 3, "distanceMetric": "cosine"});
+    h.call(Who::Dev, "CreateIndex", body)
+        .await
+        .error(503, "ServiceUnavailableException");
+    assert_eq!(h.catalog.view(), before);
+    // A node the catalog marks down is not even asked.
+    h.transport.serve(super::fakes::NODE_ADDR, h.node.clone());
+    h.call(Who::Dev, "QueryVectors", query.clone()).await.ok();
+    h.catalog
+        .apply(CatalogCommand::SetNodeUp {
+            id: super::fakes::NODE_ID.into(),
+            up: false,
+        })
+        .expect("mark down");
+    let asked = h.node.requests().len();
+    h.refused(
+        Who::Dev,
+        "QueryVectors",
+        query,
+        503,
+        "ServiceUnavailableException",
+    )
+    .await;
+    assert_eq!(h.node.requests().len(), asked);
+}
