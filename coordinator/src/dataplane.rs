@@ -91,9 +91,13 @@ impl DataPlane {
         request_id: &str,
         request: NodeRequest,
     ) -> Result<NodeResponse, ApiError> {
-        let addr = self.node_addr(node)?;
-        let response: NodeResponse =
-            rpc(&*self.transport, &addr, request_id, RPC_TIMEOUT, request).await?;
+        let addr = self
+            .node_addr(node)
+            .inspect_err(|_| tracing::debug!(node, "shard's node is down or unknown"))?;
+        let response: NodeResponse = rpc(&*self.transport, &addr, request_id, RPC_TIMEOUT, request)
+            .await
+            // The client gets a retryable 503, logged once by the API; the cause stays here.
+            .inspect_err(|error| tracing::debug!(node, %error, "node call failed"))?;
         match response {
             NodeResponse::Error(error) => Err(error.into()),
             other => Ok(other),

@@ -3,7 +3,7 @@
 //! A stream carries one postcard [`Envelope`] each way. The request is read to its end with a size
 //! limit; whatever the bytes, the answer is a response (an error for garbage) and the process
 //! keeps serving. What a request means is up to the [`RpcService`]: the node serves
-//! [`NodeRequest`]s, a coordinator serves control-plane requests with the same code.
+//! `quiver_proto::NodeRequest`s, a coordinator serves control-plane requests with the same code.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
