@@ -25,6 +25,8 @@ use quiver_proto::{
 };
 use tokio_util::sync::CancellationToken;
 
+mod common;
+
 const TOKEN: &str = "a-join-token-for-the-tests";
 const CALL: Duration = Duration::from_secs(10);
 
@@ -51,17 +53,44 @@ async fn coordinator_with(
     id: &ClusterIdentity,
     shutdown: &CancellationToken,
 ) -> Coordinator {
-    coordinator_with_faults(raft_id, cluster_listen, bootstrap, dir, id, shutdown, None).await
+    let options = Options {
+        raft: FAST_RAFT,
+        faults: None,
+    };
+    coordinator_with_options(
+        raft_id,
+        cluster_listen,
+        bootstrap,
+        dir,
+        id,
+        shutdown,
+        options,
+    )
+    .await
 }
 
-async fn coordinator_with_faults(
+/// Short Raft timings so elections in tests take a fraction of a second.
+const FAST_RAFT: RaftTimings = RaftTimings {
+    heartbeat_ms: 50,
+    election_timeout_min_ms: 150,
+    election_timeout_max_ms: 300,
+    snapshot_every: 10,
+};
+
+struct Options {
+    raft: RaftTimings,
+    /// Receives the coordinator's fault-injecting transport.
+    faults: Option<FaultHook>,
+}
+
+async fn coordinator_with_options(
     raft_id: u64,
     cluster_listen: SocketAddr,
     bootstrap: Bootstrap,
     dir: &std::path::Path,
     id: &ClusterIdentity,
     shutdown: &CancellationToken,
-    faults: Option<FaultHook>,
+    options: Options,
 ) -> Coordinator {
     start_coordinator(
         CoordinatorSettings {
@@ -72,14 +101,9 @@ async fn coordinator_with_faults(
             data_dir: dir.to_owned(),
             join_token: TOKEN.into(),
             bootstrap,
-            raft: RaftTimings {
-                heartbeat_ms: 50,
-                election_timeout_min_ms: 150,
-                election_timeout_max_ms: 300,
-                snapshot_every: 10,
-            },
+            raft: options.raft,
             node_timeout: Duration::from_secs(1),
-            faults,
+            faults: options.faults,
         },
         ApiSettings {
             region: "us-east-1".into(),
@@ -528,6 +552,54 @@ async fn a_node_never_follows_another_cluster() {
     first.cancel();
 }
 
+/// Three coordinators forming one Raft group, each with its fault-injecting transport.
+async fn three_with_faults(
+    dir: &std::path::Path,
+    id: &ClusterIdentity,
+    shutdown: &CancellationToken,
+    raft: RaftTimings,
+) -> (
+    Vec<SocketAddr>,
+    Vec<Coordinator>,
+    Vec<Arc<quiver_net::fault::FaultTransport>>,
+) {
+    let (addrs, members) = three_members(3);
+    let mut running = Vec::new();
+    let mut faults = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let slot = Arc::new(std::sync::Mutex::new(None));
+        let hook_slot = slot.clone();
+        let hook: FaultHook = Box::new(move |f| {
+            *hook_slot.lock().expect("slot") = Some(f);
+        });
+        let options = Options {
+            raft: raft.clone(),
+            faults: Some(hook),
+        };
+        let members = Bootstrap::Members(members.clone());
+        let dir = dir.join(format!("c{i}"));
+        running.push(
+            coordinator_with_options(i as u64 + 1, *addr, members, &dir, id, shutdown, options)
+                .await,
+        );
+        faults.push(slot.lock().expect("slot").take().expect("fault transport"));
+    }
+    (addrs, running, faults)
+}
+
+/// The leader as `running[0]` sees it, as an index into `running`, once there is one.
+async fn leader_index(running: &[Coordinator]) -> usize {
+    let probe = running[0].control.clone();
+    wait_until("a leader", Duration::from_secs(10), || probe.has_leader()).await;
+    let leader = probe
+        .raft()
+        .metrics()
+        .borrow()
+        .current_leader
+        .expect("leader");
+    leader as usize - 1
+}
+
 /// Free loopback UDP ports for `n` coordinators and the Raft membership naming them.
 fn three_members(
     n: usize,
@@ -562,44 +634,12 @@ fn three_members(
 /// coordinator converges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_coordinator_cannot_commit_and_recovers_when_healed() {
-    use quiver_net::fault::FaultTransport;
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = GeneratedCa::generate("test CA").expect("ca");
     let id = identity(&ca, "coordinator", &[Role::Coordinator]);
-    let (addrs, members) = three_members(3);
     let shutdown = CancellationToken::new();
-    let mut running = Vec::new();
-    let mut faults: Vec<Arc<FaultTransport>> = Vec::new();
-    for (i, addr) in addrs.iter().enumerate() {
-        let slot = Arc::new(std::sync::Mutex::new(None));
-        let hook_slot = slot.clone();
-        let hook: FaultHook = Box::new(move |f: Arc<FaultTransport>| {
-            *hook_slot.lock().expect("slot") = Some(f);
-        });
-        running.push(
-            coordinator_with_faults(
-                i as u64 + 1,
-                *addr,
-                Bootstrap::Members(members.clone()),
-                &dir.path().join(format!("c{i}")),
-                &id,
-                &shutdown,
-                Some(hook),
-            )
-            .await,
-        );
-        let captured = slot.lock().expect("slot").take().expect("fault transport");
-        faults.push(captured);
-    }
-    let probe = running[0].control.clone();
-    wait_until("a leader", Duration::from_secs(10), || probe.has_leader()).await;
-    let old = probe
-        .raft()
-        .metrics()
-        .borrow()
-        .current_leader
-        .expect("leader") as usize
-        - 1;
+    let (addrs, running, faults) = three_with_faults(dir.path(), &id, &shutdown, FAST_RAFT).await;
+    let old = leader_index(&running).await;
     let old_addr = addrs[old].to_string();
     let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
     let other_addrs: Vec<String> = others.iter().map(|i| addrs[*i].to_string()).collect();
@@ -699,5 +739,100 @@ async fn a_partitioned_coordinator_cannot_commit_and_recovers_when_healed() {
         )
         .await
         .expect("commit after healing");
+    shutdown.cancel();
+}
+
+/// Control-plane reads are linearizable through any coordinator: a bucket policy or tags changed
+/// through the leader are read back at once through a follower, even while the leader's
+/// replication to that follower runs late (a delay injected on the leader's transport). Without
+/// the read barrier (`Operation::read_kind` = `ControlRead`) the follower would answer from its
+/// stale state and this test fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_reads_through_another_coordinator_see_the_latest_write() {
+    use quiver_net::fault::Fault;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = GeneratedCa::generate("test CA").expect("ca");
+    let id = identity(&ca, "coordinator", &[Role::Coordinator]);
+    let shutdown = CancellationToken::new();
+    // Slower heartbeats than the other tests: openraft times replication out after one heartbeat
+    // interval, and the delay injected below must stay well inside it on a loaded machine.
+    let raft = RaftTimings {
+        heartbeat_ms: 400,
+        election_timeout_min_ms: 2_000,
+        election_timeout_max_ms: 4_000,
+        snapshot_every: 1_000,
+    };
+    let (addrs, running, faults) = three_with_faults(dir.path(), &id, &shutdown, raft).await;
+    let leader = leader_index(&running).await;
+    let follower = (0..3).find(|i| *i != leader).expect("a follower");
+    for c in &running {
+        let control = c.control.clone();
+        wait_until(
+            "every coordinator knows the leader",
+            Duration::from_secs(10),
+            || control.has_leader(),
+        )
+        .await;
+    }
+    let client = |i: usize| {
+        common::sdk_client(
+            &format!("http://{}", running[i].http_addr),
+            "testkey",
+            "testsecret",
+        )
+    };
+    let (writer, reader) = (client(leader), client(follower));
+    writer
+        .create_vector_bucket()
+        .vector_bucket_name("shared")
+        .send()
+        .await
+        .expect("create bucket");
+    // From now on the follower hears of every entry 150 ms late: far longer than a client's
+    // write-then-read on loopback, well inside openraft's replication timeout (one heartbeat
+    // interval), so it keeps following, only late.
+    faults[leader].set(
+        &addrs[follower].to_string(),
+        Fault::Delay(Duration::from_millis(150)),
+    );
+    for round in 0..10 {
+        let policy = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"r{round}","Effect":"Deny","Principal":"*","Action":"s3vectors:DeleteIndex","Resource":"*"}}]}}"#
+        );
+        writer
+            .put_vector_bucket_policy()
+            .vector_bucket_name("shared")
+            .policy(&policy)
+            .send()
+            .await
+            .expect("put policy");
+        let read = reader
+            .get_vector_bucket_policy()
+            .vector_bucket_name("shared")
+            .send()
+            .await
+            .expect("get policy");
+        assert_eq!(read.policy(), Some(policy.as_str()), "round {round}");
+
+        let arn = "arn:aws:s3vectors:us-east-1:123456789012:bucket/shared";
+        writer
+            .tag_resource()
+            .resource_arn(arn)
+            .tags("round", round.to_string())
+            .send()
+            .await
+            .expect("tag");
+        let tags = reader
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .expect("list tags");
+        assert_eq!(
+            tags.tags().get("round").map(String::as_str),
+            Some(round.to_string().as_str()),
+            "round {round}"
+        );
+    }
     shutdown.cancel();
 }

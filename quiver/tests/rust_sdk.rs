@@ -13,13 +13,14 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aws_sdk_s3vectors::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3vectors::types::{
     DataType, DistanceMetric, MetadataConfiguration, PutInputVector, VectorData,
 };
 use aws_sdk_s3vectors::Client;
 use aws_smithy_types::{Document, Number};
 use serde_json::{json, Value};
+
+mod common;
 
 const ACCOUNT: &str = "123456789012";
 
@@ -98,25 +99,7 @@ impl Server {
     }
 
     fn client(&self) -> Client {
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let config = aws_sdk_s3vectors::Config::builder()
-            .endpoint_url(&self.endpoint)
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(
-                "quiverdev",
-                "quiverdevsecret",
-                None,
-                None,
-                "test",
-            ))
-            .behavior_version(BehaviorVersion::latest())
-            .http_client(http)
-            .build();
-        Client::from_conf(config)
+        common::sdk_client(&self.endpoint, "quiverdev", "quiverdevsecret")
     }
 }
 

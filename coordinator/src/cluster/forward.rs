@@ -82,6 +82,7 @@ impl ControlPlane {
             match self.raft.ensure_linearizable().await {
                 Ok(_) => return Ok(()),
                 Err(error) => {
+                    tracing::debug!(%error, "not the leader: asking the leader for a read index");
                     if let Some(leader) = error
                         .forward_to_leader()
                         .and_then(|f| f.leader_node.clone())
@@ -91,7 +92,9 @@ impl ControlPlane {
                             .await
                         {
                             Ok(PeerResponse::ReadIndex(index)) => {
-                                return self.wait_applied(index).await
+                                return self.wait_applied(index).await.inspect_err(|error| {
+                                    tracing::debug!(index, %error, "did not apply the read index in time")
+                                })
                             }
                             Ok(other) => tracing::debug!(?other, "read index refused, retrying"),
                             Err(error) => tracing::debug!(%error, "read index failed, retrying"),
