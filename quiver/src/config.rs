@@ -519,6 +519,31 @@ mod tests {
 
     #[test]
     #[allow(clippy::result_large_err)] // figment's test harness decides the closure's type
+    fn the_compose_configs_validate_with_their_overrides() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("join-token.toml", "join_token = \"0123456789abcdef0123\"")?;
+            let token = jail.directory().join("join-token.toml");
+            jail.set_env("QUIVER_ID", "2");
+            jail.set_env("QUIVER_ADVERTISE", "coordinator-2:7277");
+            jail.set_env("QUIVER_TLS__NAME", "coordinator-2");
+            let c = CoordinatorConfig::load_layered(&[
+                template("compose/coordinator.toml"),
+                token.clone(),
+            ])
+            .map_err(|e| e.to_string())?;
+            assert_eq!((c.id, c.advertised().as_str()), (2, "coordinator-2:7277"));
+            assert_eq!(c.members().len(), 3);
+            jail.set_env("QUIVER_ID", "node-3");
+            jail.set_env("QUIVER_ADVERTISE", "node-3:7301");
+            let n = NodeConfig::load_layered(&[template("compose/node.toml"), token])
+                .map_err(|e| e.to_string())?;
+            assert_eq!((n.id.as_str(), n.join_token.len()), ("node-3", 20));
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's test harness decides the closure's type
     fn environment_overrides_the_file() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("QUIVER_HTTP_LISTEN", "127.0.0.1:9999");
