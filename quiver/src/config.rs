@@ -146,11 +146,20 @@ pub struct NodeConfig {
     pub faiss_index: String,
 }
 
-/// Environment variables that map to keys of `T`'s file: `QUIVER_<KEY>`, `QUIVER_TLS__DIR`.
-fn load<T: serde::de::DeserializeOwned>(path: &Path, keys: &[&str]) -> Result<T, ConfigError> {
-    if !path.exists() {
-        return Err(ConfigError::Missing(path.display().to_string()));
+/// Reads the TOML files in order (later ones override earlier ones), then environment
+/// variables that map to keys of `T`'s file: `QUIVER_<KEY>`, `QUIVER_TLS__DIR`.
+fn load<T: serde::de::DeserializeOwned>(
+    paths: &[PathBuf],
+    keys: &[&str],
+) -> Result<T, ConfigError> {
+    let mut figment = Figment::new();
+    for path in paths {
+        if !path.exists() {
+            return Err(ConfigError::Missing(path.display().to_string()));
+        }
+        figment = figment.merge(Toml::file(path));
     }
+    let path = shown(paths);
     let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
     let env = Env::prefixed("QUIVER_")
         .filter(move |key| {
@@ -158,18 +167,24 @@ fn load<T: serde::de::DeserializeOwned>(path: &Path, keys: &[&str]) -> Result<T,
                 .any(|k| k.as_str() == key.as_str().to_lowercase())
         })
         .split("__");
-    Figment::from(Toml::file(path))
+    figment
         .merge(env)
         .extract()
         .map_err(|e| ConfigError::Invalid {
-            path: path.display().to_string(),
+            path,
             message: e.to_string(),
         })
 }
 
-fn invalid(path: &Path, message: impl Into<String>) -> ConfigError {
+/// How a list of configuration files is named in errors: `a.toml + b.toml`.
+fn shown(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    names.join(" + ")
+}
+
+fn invalid(paths: &[PathBuf], message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
-        path: path.display().to_string(),
+        path: shown(paths),
         message: message.into(),
     }
 }
@@ -200,12 +215,17 @@ impl CoordinatorConfig {
     ];
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let config: Self = load(path, Self::ENV_KEYS)?;
-        config.validate(path)?;
+        Self::load_layered(&[path.to_path_buf()])
+    }
+
+    /// Loads several files, later ones overriding earlier ones, then the environment.
+    pub fn load_layered(paths: &[PathBuf]) -> Result<Self, ConfigError> {
+        let config: Self = load(paths, Self::ENV_KEYS)?;
+        config.validate(paths)?;
         Ok(config)
     }
 
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+    fn validate(&self, path: &[PathBuf]) -> Result<(), ConfigError> {
         if self.id == 0 {
             return Err(invalid(path, "id must be a positive integer"));
         }
@@ -314,12 +334,17 @@ impl NodeConfig {
     ];
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let config: Self = load(path, Self::ENV_KEYS)?;
-        config.validate(path)?;
+        Self::load_layered(&[path.to_path_buf()])
+    }
+
+    /// Loads several files, later ones overriding earlier ones, then the environment.
+    pub fn load_layered(paths: &[PathBuf]) -> Result<Self, ConfigError> {
+        let config: Self = load(paths, Self::ENV_KEYS)?;
+        config.validate(paths)?;
         Ok(config)
     }
 
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+    fn validate(&self, path: &[PathBuf]) -> Result<(), ConfigError> {
         if !quiver_proto::valid_node_id(&self.id) {
             return Err(invalid(path, "id must be 1-64 characters [A-Za-z0-9._-]"));
         }
@@ -466,6 +491,55 @@ mod tests {
         .expect("write");
         let error = NodeConfig::load(&node_path).expect_err("no port");
         assert!(error.to_string().contains("coordinators"), "{error}");
+    }
+
+    #[test]
+    fn later_files_override_earlier_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secrets = dir.path().join("join-token.toml");
+        std::fs::write(&secrets, "join_token = \"from-the-second-file-0123\"\n").expect("write");
+        let layered = [template("node.example.toml"), secrets.clone()];
+        let node = NodeConfig::load_layered(&layered).expect("layered");
+        assert_eq!(node.join_token, "from-the-second-file-0123");
+        assert_eq!(node.id, "node-1");
+        std::fs::write(&secrets, "join_token = \"short\"\n").expect("write");
+        let error = NodeConfig::load_layered(&layered).expect_err("short token");
+        let message = error.to_string();
+        assert!(message.contains("node.example.toml + "), "{message}");
+        assert!(message.contains("join_token"), "{message}");
+        let absent = [
+            template("node.example.toml"),
+            dir.path().join("absent.toml"),
+        ];
+        assert!(matches!(
+            NodeConfig::load_layered(&absent),
+            Err(ConfigError::Missing(_))
+        ));
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's test harness decides the closure's type
+    fn the_compose_configs_validate_with_their_overrides() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("join-token.toml", "join_token = \"0123456789abcdef0123\"")?;
+            let token = jail.directory().join("join-token.toml");
+            jail.set_env("QUIVER_ID", "2");
+            jail.set_env("QUIVER_ADVERTISE", "coordinator-2:7277");
+            jail.set_env("QUIVER_TLS__NAME", "coordinator-2");
+            let c = CoordinatorConfig::load_layered(&[
+                template("compose/coordinator.toml"),
+                token.clone(),
+            ])
+            .map_err(|e| e.to_string())?;
+            assert_eq!((c.id, c.advertised().as_str()), (2, "coordinator-2:7277"));
+            assert_eq!(c.members().len(), 3);
+            jail.set_env("QUIVER_ID", "node-3");
+            jail.set_env("QUIVER_ADVERTISE", "node-3:7301");
+            let n = NodeConfig::load_layered(&[template("compose/node.toml"), token])
+                .map_err(|e| e.to_string())?;
+            assert_eq!((n.id.as_str(), n.join_token.len()), ("node-3", 20));
+            Ok(())
+        });
     }
 
     #[test]

@@ -8,10 +8,12 @@
 //! - [`dev`]: `quiver dev`, the embedded single-process cluster.
 //! - [`admin`]: `quiver admin`, the operator's commands over mutual TLS.
 //! - [`cert`]: `quiver cert`, the cluster CA and certificates.
+//! - [`health`]: `quiver health`, an HTTP probe for container health checks.
 
 pub mod admin;
 pub mod cert;
 pub mod config;
 pub mod dev;
+pub mod health;
 pub mod node;
 pub mod process;

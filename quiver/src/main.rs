@@ -20,21 +20,25 @@ enum Command {
     Dev(quiver::dev::DevArgs),
     /// Run a coordinator: the S3 Vectors API and a voter in the control-plane Raft group.
     Coordinator {
-        /// TOML configuration (template: deploy/coordinator.example.toml).
-        #[arg(long, env = "QUIVER_CONFIG")]
-        config: std::path::PathBuf,
+        /// TOML configuration (template: deploy/coordinator.example.toml). Repeat to layer
+        /// files: later ones override earlier ones (e.g. a secrets file with the join token).
+        #[arg(long, env = "QUIVER_CONFIG", required = true)]
+        config: Vec<std::path::PathBuf>,
     },
     /// Run a storage node that joins the cluster and hosts shards.
     Node {
-        /// TOML configuration (template: deploy/node.example.toml).
-        #[arg(long, env = "QUIVER_CONFIG")]
-        config: std::path::PathBuf,
+        /// TOML configuration (template: deploy/node.example.toml). Repeatable, like the
+        /// coordinator's.
+        #[arg(long, env = "QUIVER_CONFIG", required = true)]
+        config: Vec<std::path::PathBuf>,
     },
     /// Operator commands against a running cluster (mutual TLS).
     Admin(quiver::admin::AdminArgs),
     /// Create the cluster CA and certificates for mutual TLS between processes.
     #[command(subcommand)]
     Cert(quiver::cert::CertCommand),
+    /// Exit 0 if a URL answers HTTP 200 (container health checks; the image has no shell).
+    Health(quiver::health::HealthArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,9 +50,11 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if let Command::Cert(command) = cli.command {
-        return quiver::cert::run(command);
-    }
+    let cli = match cli.command {
+        Command::Cert(command) => return quiver::cert::run(command),
+        Command::Health(args) => return quiver::health::run(args),
+        command => Cli { command },
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("quiver")
@@ -64,15 +70,15 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Dev(args) => quiver::dev::run(args, shutdown).await,
             Command::Coordinator { config } => {
-                let config = quiver::config::CoordinatorConfig::load(&config)?;
+                let config = quiver::config::CoordinatorConfig::load_layered(&config)?;
                 quiver::process::run_coordinator(config, shutdown).await
             }
             Command::Node { config } => {
-                let config = quiver::config::NodeConfig::load(&config)?;
+                let config = quiver::config::NodeConfig::load_layered(&config)?;
                 quiver::node::run_node(config, shutdown).await
             }
             Command::Admin(args) => quiver::admin::run(args).await,
-            Command::Cert(_) => Ok(()),
+            Command::Cert(_) | Command::Health(_) => Ok(()),
         }
     })
 }
