@@ -219,7 +219,7 @@ async fn local_transport_answers_through_the_servers_codec_path() {
     ));
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn fault_transport_partitions_refuses_delays_drops_and_heals() {
     let local = LocalTransport::new(Roles::of(&Role::ALL));
     for peer in ["a:1", "b:1"] {
@@ -231,11 +231,11 @@ async fn fault_transport_partitions_refuses_delays_drops_and_heals() {
         );
     }
     let faults = FaultTransport::new(local);
-    let deadline = Duration::from_secs(3);
+    let deadline = Duration::from_millis(300);
     let call = |peer: &'static str| {
         let faults = faults.clone();
         async move {
-            let started = tokio::time::Instant::now();
+            let started = Instant::now();
             let result = echo(&*faults, peer, "x", deadline).await;
             (result.is_ok(), started.elapsed())
         }
@@ -248,12 +248,15 @@ async fn fault_transport_partitions_refuses_delays_drops_and_heals() {
 
     faults.set("a:1", Fault::Refuse);
     let (ok, took) = call("a:1").await;
-    assert!(!ok && took < Duration::from_millis(10), "refused at once");
+    assert!(!ok && took < deadline, "refused at once");
 
-    faults.set("a:1", Fault::Delay(Duration::from_secs(1)));
+    faults.set("a:1", Fault::Delay(Duration::from_millis(100)));
     let (ok, took) = call("a:1").await;
-    assert!(ok && took >= Duration::from_secs(1), "delayed but answered");
-    faults.set("a:1", Fault::Delay(Duration::from_secs(5)));
+    assert!(
+        ok && took >= Duration::from_millis(100),
+        "delayed but answered"
+    );
+    faults.set("a:1", Fault::Delay(Duration::from_secs(1)));
     assert!(!call("a:1").await.0, "a delay past the deadline times out");
 
     faults.set("a:1", Fault::DropEvery(2));
