@@ -86,6 +86,14 @@ load-smoke: deps
 	  --queries 200 --strict --min-recall 0.9 --quiver-bin $(CARGO_TARGET_DIR)/debug/quiver \
 	  --report $(CARGO_TARGET_DIR)/quiver-chaos-load-smoke.json
 
+## Offline checks of deploy/k8s (strict schema validation with the schemas bundled in
+## kubernetes-validate, `kubectl kustomize` when kubectl is installed, the pods' effective
+## configuration) and deploy/systemd (`systemd-analyze verify` when installed). No cargo, no
+## cluster, no network beyond installing the test venv's packages.
+.PHONY: deploy-test
+deploy-test: deps
+	QUIVER_TESTS=tests/deploy tests/api/run.sh
+
 ## Containers (deploy/docker, deploy/compose): an image FROM scratch built from the release
 ## binary (nothing pulled), and a 3-coordinator + 3-node compose cluster on its own network with
 ## the API on http://127.0.0.1:18277-18279. compose-test is not part of `make test`.
