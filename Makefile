@@ -51,7 +51,7 @@ cluster-test: deps
 
 ## Everything CI runs: formatting, lints, Rust tests, the end-to-end API suite with boto3, the
 ## multi-process cluster test, and short benchmark and load runs.
-test: lint unit api cluster-test bench-smoke load-smoke
+test: lint unit api cluster-test deploy-test bench-smoke load-smoke
 
 ## Benchmarks and load (quiver-chaos, see chaos/README.md). Reports (JSON, SVG plots) land in $(CARGO_TARGET_DIR)/quiver-chaos-*.
 .PHONY: bench bench-smoke load load-smoke
