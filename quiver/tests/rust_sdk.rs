@@ -111,6 +111,19 @@ impl Drop for Server {
 }
 
 /// `GET /health` answers 200.
+/// The body of `GET path`, if it answered 200.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+}
+
 fn http_ok(port: u16, path: &str) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
@@ -606,4 +619,59 @@ async fn ready_means_create_index_succeeds() {
                 server.log_tail()
             )
         });
+}
+
+/// Every metric the Grafana dashboard (`deploy/grafana/quiver-dashboard.json`) queries is one a
+/// coordinator serves on `/metrics`, so a renamed metric cannot leave a panel silently empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_queries_only_metrics_quiver_serves() {
+    let server = Server::start();
+    // One request, so the per-operation families have samples.
+    server
+        .client()
+        .list_vector_buckets()
+        .send()
+        .await
+        .expect("ListVectorBuckets");
+    let port: u16 = server
+        .endpoint
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let exposition = http_get(port, "/metrics").expect("/metrics answers 200");
+    let served: BTreeSet<&str> = exposition
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .collect();
+    let dashboard_path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/quiver-dashboard.json");
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(&dashboard_path).expect("dashboard"))
+            .expect("dashboard JSON");
+    let mut queried = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            let mut rest = expr;
+            while let Some(at) = rest.find("quiver_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                queried.insert(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 8, "the dashboard queries {queried:?}");
+    let missing: Vec<&String> = queried
+        .iter()
+        .filter(|name| !served.contains(name.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics /metrics does not serve: {missing:?}\nserved: {served:?}"
+    );
 }
