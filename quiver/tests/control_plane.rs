@@ -364,27 +364,10 @@ async fn a_node_joins_goes_down_and_comes_back() {
 /// from a snapshot sent over QUIC (openraft's InstallSnapshot through our network and store).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_coordinator_catches_up_from_a_snapshot() {
-    use quiver_coordinator::cluster::types::CoordinatorNode;
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = GeneratedCa::generate("test CA").expect("ca");
     let id = identity(&ca, "coordinator", &[Role::Coordinator]);
-    let addrs: Vec<SocketAddr> = (0..3)
-        .map(|_| {
-            let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe port");
-            socket.local_addr().expect("addr")
-        })
-        .collect();
-    let members: std::collections::BTreeMap<u64, CoordinatorNode> = addrs
-        .iter()
-        .enumerate()
-        .map(|(i, addr)| {
-            let node = CoordinatorNode {
-                cluster_addr: addr.to_string(),
-                http_addr: "127.0.0.1:1".into(),
-            };
-            (i as u64 + 1, node)
-        })
-        .collect();
+    let (addrs, members) = members_on_free_ports(3);
     let start = |i: usize, token: CancellationToken| {
         let dir = dir.path().join(format!("c{i}"));
         let members = members.clone();
@@ -563,7 +546,7 @@ async fn three_with_faults(
     Vec<Coordinator>,
     Vec<Arc<quiver_net::fault::FaultTransport>>,
 ) {
-    let (addrs, members) = three_members(3);
+    let (addrs, members) = members_on_free_ports(3);
     let mut running = Vec::new();
     let mut faults = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
@@ -601,7 +584,7 @@ async fn leader_index(running: &[Coordinator]) -> usize {
 }
 
 /// Free loopback UDP ports for `n` coordinators and the Raft membership naming them.
-fn three_members(
+fn members_on_free_ports(
     n: usize,
 ) -> (
     Vec<SocketAddr>,
