@@ -176,6 +176,44 @@ fn load<T: serde::de::DeserializeOwned>(
         })
 }
 
+/// What `load_role` needs of a role's configuration.
+trait RoleConfig: serde::de::DeserializeOwned {
+    /// The keys `QUIVER_*` variables may override.
+    const KEYS: &'static [&'static str];
+    fn validate(&self, paths: &[PathBuf]) -> Result<(), ConfigError>;
+}
+
+/// Loads `paths` (later ones overriding earlier ones), then the environment, and validates.
+fn load_role<T: RoleConfig>(paths: &[PathBuf]) -> Result<T, ConfigError> {
+    let config: T = load(paths, T::KEYS)?;
+    config.validate(paths)?;
+    Ok(config)
+}
+
+/// The join token, shared by every process of a cluster.
+fn check_join_token(token: &str) -> Result<(), String> {
+    if token.len() < 16 {
+        return Err("join_token must be at least 16 characters".into());
+    }
+    Ok(())
+}
+
+/// `advertise` when given, otherwise a listen address (`listen_key`) that is not a wildcard.
+fn check_advertise(
+    advertise: Option<&str>,
+    listen: SocketAddr,
+    listen_key: &str,
+    reached_by: &str,
+) -> Result<(), String> {
+    match advertise {
+        Some(advertise) => check_peer_addr(advertise).map_err(|e| format!("advertise: {e}")),
+        None if listen.ip().is_unspecified() => Err(format!(
+            "{listen_key} is a wildcard address: set advertise to the host:port {reached_by}"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// How a list of configuration files is named in errors: `a.toml + b.toml`.
 fn shown(paths: &[PathBuf]) -> String {
     let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
@@ -215,34 +253,30 @@ impl CoordinatorConfig {
     ];
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::load_layered(&[path.to_path_buf()])
+        load_role(&[path.to_path_buf()])
     }
 
     /// Loads several files, later ones overriding earlier ones, then the environment.
     pub fn load_layered(paths: &[PathBuf]) -> Result<Self, ConfigError> {
-        let config: Self = load(paths, Self::ENV_KEYS)?;
-        config.validate(paths)?;
-        Ok(config)
+        load_role(paths)
     }
+}
+
+impl RoleConfig for CoordinatorConfig {
+    const KEYS: &'static [&'static str] = Self::ENV_KEYS;
 
     fn validate(&self, path: &[PathBuf]) -> Result<(), ConfigError> {
         if self.id == 0 {
             return Err(invalid(path, "id must be a positive integer"));
         }
-        if self.join_token.len() < 16 {
-            return Err(invalid(path, "join_token must be at least 16 characters"));
-        }
-        match &self.advertise {
-            Some(advertise) => check_peer_addr(advertise)
-                .map_err(|e| invalid(path, format!("advertise: {e}")))?,
-            None if self.cluster_listen.ip().is_unspecified() => {
-                return Err(invalid(
-                    path,
-                    "cluster_listen is a wildcard address: set advertise to the host:port other processes reach this coordinator at",
-                ))
-            }
-            None => {}
-        }
+        check_join_token(&self.join_token).map_err(|e| invalid(path, e))?;
+        check_advertise(
+            self.advertise.as_deref(),
+            self.cluster_listen,
+            "cluster_listen",
+            "other processes reach this coordinator at",
+        )
+        .map_err(|e| invalid(path, e))?;
         for member in &self.initial_members {
             check_peer_addr(&member.cluster_addr)
                 .and_then(|()| check_peer_addr(&member.http_addr))
@@ -281,7 +315,9 @@ impl CoordinatorConfig {
             .map(drop)
             .map_err(|e| invalid(path, e))
     }
+}
 
+impl CoordinatorConfig {
     /// The `host:port` this coordinator's cluster port is reached at.
     pub fn advertised(&self) -> String {
         self.advertise
@@ -334,15 +370,17 @@ impl NodeConfig {
     ];
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::load_layered(&[path.to_path_buf()])
+        load_role(&[path.to_path_buf()])
     }
 
     /// Loads several files, later ones overriding earlier ones, then the environment.
     pub fn load_layered(paths: &[PathBuf]) -> Result<Self, ConfigError> {
-        let config: Self = load(paths, Self::ENV_KEYS)?;
-        config.validate(paths)?;
-        Ok(config)
+        load_role(paths)
     }
+}
+
+impl RoleConfig for NodeConfig {
+    const KEYS: &'static [&'static str] = Self::ENV_KEYS;
 
     fn validate(&self, path: &[PathBuf]) -> Result<(), ConfigError> {
         if !quiver_proto::valid_node_id(&self.id) {
@@ -354,24 +392,18 @@ impl NodeConfig {
                 "coordinators must list at least one coordinator",
             ));
         }
-        if self.join_token.len() < 16 {
-            return Err(invalid(path, "join_token must be at least 16 characters"));
-        }
+        check_join_token(&self.join_token).map_err(|e| invalid(path, e))?;
         for coordinator in &self.coordinators {
             check_peer_addr(coordinator)
                 .map_err(|e| invalid(path, format!("coordinators: {e}")))?;
         }
-        match &self.advertise {
-            Some(advertise) => check_peer_addr(advertise)
-                .map_err(|e| invalid(path, format!("advertise: {e}")))?,
-            None if self.listen.ip().is_unspecified() => {
-                return Err(invalid(
-                    path,
-                    "listen is a wildcard address: set advertise to the host:port coordinators reach this node at",
-                ))
-            }
-            None => {}
-        }
+        check_advertise(
+            self.advertise.as_deref(),
+            self.listen,
+            "listen",
+            "coordinators reach this node at",
+        )
+        .map_err(|e| invalid(path, e))?;
         if !(100..=10_000).contains(&self.heartbeat_ms) {
             return Err(invalid(path, "heartbeat_ms must be between 100 and 10000"));
         }
