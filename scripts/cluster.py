@@ -279,6 +279,22 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def wait_for(what: str, check, timeout: float, interval: float = 0.2):
+    """Calls `check` until it returns something truthy (exceptions count as not yet) and returns
+    that; fails after `timeout` seconds naming `what` and the last error. Used by the tests."""
+    deadline = time.time() + timeout
+    last_error = None
+    while time.time() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as e:  # noqa: BLE001 - the check is retried until the deadline
+            last_error = e
+        time.sleep(interval)
+    raise AssertionError(f"{what} did not happen within {timeout}s (last error: {last_error})")
+
+
 def tail(path: str, lines: int = 30) -> str:
     try:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])

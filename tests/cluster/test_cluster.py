@@ -32,6 +32,7 @@ from botocore.exceptions import ClientError
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
 import cluster as local_cluster  # noqa: E402
+from cluster import wait_for  # noqa: E402
 
 DEBUG_BIN = Path.home() / ".cache" / "quiver" / "target" / "debug" / "quiver"
 DIM = 16
@@ -77,20 +78,6 @@ def get_keys(s3v, bucket: str, index: str, keys: list[str]) -> set[str]:
 
 def status(c: local_cluster.Cluster, coordinator: int = 1) -> dict:
     return json.loads(c.admin("status", "--json", coordinator=coordinator))
-
-
-def wait_for(what: str, check, timeout: float):
-    deadline = time.time() + timeout
-    last_error = None
-    while time.time() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception as e:  # noqa: BLE001 - the check is retried until the deadline
-            last_error = e
-        time.sleep(0.2)
-    raise AssertionError(f"{what} did not happen within {timeout}s (last error: {last_error})")
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+import cluster as local_cluster  # noqa: E402
 COMPOSE_FILE = REPO / "deploy" / "compose" / "docker-compose.yml"
 PROJECT = os.environ.get("QUIVER_COMPOSE_PROJECT", "quiver-compose-test")
 NETWORK = f"{PROJECT}_quiver"
@@ -64,17 +67,7 @@ def health(service: str) -> str:
 
 
 def wait_for(what: str, check, timeout: float):
-    deadline = time.time() + timeout
-    last_error = None
-    while time.time() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception as e:  # noqa: BLE001 - the check is retried until the deadline
-            last_error = e
-        time.sleep(0.5)
-    raise AssertionError(f"{what} did not happen within {timeout}s (last error: {last_error})")
+    return local_cluster.wait_for(what, check, timeout, interval=0.5)
 
 
 def client(i: int, retries: int = 1):
