@@ -1,17 +1,18 @@
 //! The data path: which shard owns a key (a lookup of the key's hash in the index's shard
-//! ranges), fan-out of each request to the shards over the node transport, and the k-way merge
-//! of per-shard results. The merge and the grouping are pure functions; the async code only
-//! carries requests and deadlines.
+//! ranges), which replica of a shard to ask (its Raft group's leader, learned from answers and
+//! followed through `NotLeader` redirects and failovers), fan-out of each request to the shards
+//! over the node transport, and the k-way merge of per-shard results. The merge and the grouping
+//! are pure functions; the async code only carries requests, retries and deadlines.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
 use quiver_net::{rpc, Transport};
 use quiver_proto::{
-    key_hash, merge_top_k, owner, Filter, HashRange, Hit, NodeRequest, NodeResponse, ShardId,
-    VectorRecord, WriteOp,
+    key_hash, merge_top_k, owner, Filter, HashRange, Hit, NodeError, NodeRequest, NodeResponse,
+    ShardId, VectorRecord, WriteOp,
 };
 
 use crate::catalog::{Catalog, IndexRecord, ShardPlacement};
@@ -19,11 +20,56 @@ use crate::error::ApiError;
 
 /// Deadline of one node RPC.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deadline of one attempt on one replica when the shard has others to try: a paused or cut-off
+/// leader must not hold a request for longer than an election takes.
+pub const REPLICA_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one shard call keeps trying (through redirects, elections and unreachable
+/// replicas) before it answers a retryable 503.
+pub const FAILOVER_WINDOW: Duration = Duration::from_secs(15);
+/// Attempts per shard call, whatever the window.
+const MAX_ATTEMPTS: usize = 64;
+/// Pause after every replica of a shard failed once, doubled each round up to the maximum.
+const FIRST_BACKOFF: Duration = Duration::from_millis(25);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 pub struct DataPlane {
     transport: Arc<dyn Transport>,
     /// Node addresses and liveness come from here.
     catalog: Arc<dyn Catalog>,
+    /// The node believed to lead each shard's group: advisory, learned from answers.
+    leaders: parking_lot::Mutex<HashMap<ShardId, String>>,
+}
+
+/// Why one node call failed.
+enum CallError {
+    /// The node answered with an error.
+    Node(NodeError),
+    /// The node is down or unknown, or the call did not complete (connection, timeout).
+    Unreachable(ApiError),
+}
+
+impl CallError {
+    /// Whether another attempt (the same replica later, or another one) may succeed.
+    fn retryable(&self) -> bool {
+        match self {
+            CallError::Unreachable(_) => true,
+            CallError::Node(error) => matches!(
+                error,
+                NodeError::NotLeader { .. }
+                    | NodeError::ShardUnavailable(_)
+                    | NodeError::ShardNotFound(_)
+                    | NodeError::DeadlineExceeded
+                    | NodeError::Storage(_)
+            ),
+        }
+    }
+
+    fn into_api(self) -> ApiError {
+        match self {
+            CallError::Node(error) => error.into(),
+            CallError::Unreachable(error) => error,
+        }
+    }
 }
 
 /// Splits `items` by the shard that owns each item's key, preserving order within a shard: the
@@ -68,7 +114,11 @@ pub fn merge_pages(
 
 impl DataPlane {
     pub fn new(transport: Arc<dyn Transport>, catalog: Arc<dyn Catalog>) -> Self {
-        DataPlane { transport, catalog }
+        DataPlane {
+            transport,
+            catalog,
+            leaders: parking_lot::Mutex::new(HashMap::new()),
+        }
     }
 
     /// The address of a node that is up; a retryable 503 for a node that is down or unknown
@@ -89,31 +139,115 @@ impl DataPlane {
         &self,
         node: &str,
         request_id: &str,
+        timeout: Duration,
         request: NodeRequest,
-    ) -> Result<NodeResponse, ApiError> {
+    ) -> Result<NodeResponse, CallError> {
         let addr = self
             .node_addr(node)
-            .inspect_err(|_| tracing::debug!(node, "shard's node is down or unknown"))?;
-        let response: NodeResponse = rpc(&*self.transport, &addr, request_id, RPC_TIMEOUT, request)
+            .inspect_err(|_| tracing::debug!(node, "node is down or unknown"))
+            .map_err(CallError::Unreachable)?;
+        let response: NodeResponse = rpc(&*self.transport, &addr, request_id, timeout, request)
             .await
             // The client gets a retryable 503, logged once by the API; the cause stays here.
-            .inspect_err(|error| tracing::debug!(node, %error, "node call failed"))?;
+            .inspect_err(|error| tracing::debug!(node, %error, "node call failed"))
+            .map_err(|error| CallError::Unreachable(error.into()))?;
         match response {
-            NodeResponse::Error(error) => Err(error.into()),
+            NodeResponse::Error(error) => Err(CallError::Node(error)),
             other => Ok(other),
         }
     }
 
-    /// The node that serves `placement` (its first replica's); an internal error for a shard
-    /// without replicas, which the catalog never creates.
-    fn serving_node<'a>(
+    /// The node to ask first for `shard`: the leader last seen, else its bootstrap replica
+    /// (the one that starts its group), which leads a new group.
+    fn first_choice<'a>(&self, id: ShardId, placement: &'a ShardPlacement) -> Option<&'a str> {
+        let known = self.leaders.lock().get(&id).cloned();
+        let replicas = || placement.replicas.iter().map(|r| r.node.as_str());
+        known
+            .and_then(|leader| replicas().find(|node| *node == leader))
+            .or_else(|| {
+                placement
+                    .replicas
+                    .iter()
+                    .min_by_key(|replica| replica.id)
+                    .map(|replica| replica.node.as_str())
+            })
+    }
+
+    /// Sends `request()` to the leader of a shard's group: follows `NotLeader` redirects, and
+    /// while the group elects or a replica is unreachable, tries the others with backoff, for
+    /// up to [`FAILOVER_WINDOW`]. A write keeps its request id across attempts, so one that
+    /// committed before its answer was lost applies once.
+    async fn call_shard(
+        &self,
         index: &IndexRecord,
-        placement: &'a ShardPlacement,
-    ) -> Result<&'a str, ApiError> {
-        placement.serving_node().ok_or_else(|| {
+        placement: &ShardPlacement,
+        request_id: &str,
+        request: impl Fn() -> NodeRequest,
+    ) -> Result<NodeResponse, ApiError> {
+        let id = index.shard_id(placement);
+        let replicas: Vec<&str> = placement.replicas.iter().map(|r| r.node.as_str()).collect();
+        let Some(first) = self.first_choice(id, placement) else {
             tracing::error!(index = %index.name, shard = placement.shard, "shard has no replica");
-            ApiError::Internal("We encountered an internal error. Please try again.".into())
-        })
+            return Err(ApiError::Internal(
+                "We encountered an internal error. Please try again.".into(),
+            ));
+        };
+        let attempt_timeout = if replicas.len() > 1 {
+            REPLICA_ATTEMPT_TIMEOUT
+        } else {
+            RPC_TIMEOUT
+        };
+        let deadline = Instant::now() + FAILOVER_WINDOW;
+        let mut next = Some(first.to_owned());
+        let mut rotation = replicas.iter().position(|node| *node == first).unwrap_or(0) + 1;
+        let mut failed_in_round = 0usize;
+        let mut backoff = FIRST_BACKOFF;
+        let mut last = None;
+        for _ in 0..MAX_ATTEMPTS {
+            let node = next.take().unwrap_or_else(|| {
+                rotation += 1;
+                replicas[(rotation - 1) % replicas.len()].to_owned()
+            });
+            let error = match self.call(&node, request_id, attempt_timeout, request()).await {
+                Ok(response) => {
+                    self.leaders.lock().insert(id, node);
+                    return Ok(response);
+                }
+                Err(error) if !error.retryable() => return Err(error.into_api()),
+                Err(error) => error,
+            };
+            if let CallError::Node(NodeError::NotLeader {
+                leader: Some(leader),
+                ..
+            }) = &error
+            {
+                if *leader != node && replicas.contains(&leader.as_str()) {
+                    tracing::debug!(shard = %id, from = %node, to = %leader, "following the shard's leader");
+                    next = Some(leader.clone());
+                    last = Some(error);
+                    continue;
+                }
+            }
+            self.leaders.lock().remove(&id);
+            last = Some(error);
+            failed_in_round += 1;
+            if failed_in_round >= replicas.len() {
+                failed_in_round = 0;
+                let now = Instant::now();
+                if now + backoff >= deadline {
+                    break;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        tracing::debug!(shard = %id, "no replica of the shard answered in time");
+        Err(last.map(CallError::into_api).unwrap_or_else(|| {
+            ApiError::ServiceUnavailable("A shard of this index is unavailable; please retry".into())
+        }))
     }
 
     fn unexpected(response: &NodeResponse) -> ApiError {
@@ -121,37 +255,62 @@ impl DataPlane {
         ApiError::Internal("We encountered an internal error. Please try again.".into())
     }
 
-    /// Creates every shard of a new index on its node (idempotent on the node side).
+    /// Creates every replica of every shard of a new index (idempotent on the node side). A
+    /// shard is created once a majority of its replicas is: the group can elect and commit, and
+    /// a replica whose node was unreachable is created from that node's assignments later.
     pub async fn create_shards(
         &self,
         index: &IndexRecord,
         request_id: &str,
     ) -> Result<(), ApiError> {
-        let calls = index
-            .shards
-            .iter()
-            .map(|placement| {
-                let node = Self::serving_node(index, placement)?;
-                let spec = index.shard_spec(placement);
-                Ok(self.call(node, request_id, NodeRequest::CreateShard(spec)))
-            })
-            .collect::<Result<Vec<_>, ApiError>>()?;
-        try_join_all(calls).await?;
+        let shards = index.shards.iter().map(|placement| async move {
+            let spec = index.shard_spec(placement);
+            let results =
+                futures::future::join_all(placement.replicas.iter().map(|replica| {
+                    self.call(
+                        &replica.node,
+                        request_id,
+                        RPC_TIMEOUT,
+                        NodeRequest::CreateShard(spec.clone()),
+                    )
+                }))
+                .await;
+            let created = results.iter().filter(|result| result.is_ok()).count();
+            if created * 2 > results.len() {
+                return Ok(());
+            }
+            let error = results.into_iter().find_map(Result::err);
+            Err(error.map(CallError::into_api).unwrap_or_else(|| {
+                ApiError::ServiceUnavailable("Not enough storage nodes are available".into())
+            }))
+        });
+        try_join_all(shards).await?;
         Ok(())
     }
 
-    /// Drops every shard of a deleted index; failures are logged, not returned (the index is
-    /// already gone from the catalog, so the data is unreachable either way, and the node drops
+    /// Drops every replica of a deleted index; failures are logged, not returned (the index is
+    /// already gone from the catalog, so the data is unreachable either way, and a node drops
     /// the shard when its next heartbeat no longer lists it).
     pub async fn drop_shards(&self, index: &IndexRecord, request_id: &str) {
-        let results = futures::future::join_all(index.shards.iter().map(|placement| async {
-            let node = Self::serving_node(index, placement)?;
-            let request = NodeRequest::DropShard(index.shard_id(placement));
-            self.call(node, request_id, request).await
-        }))
-        .await;
-        for error in results.into_iter().filter_map(Result::err) {
-            tracing::warn!(index = %index.name, %error, "dropping a shard failed; the node drops it once its assignments no longer list it");
+        let calls = index.shards.iter().flat_map(|placement| {
+            let id = index.shard_id(placement);
+            self.leaders.lock().remove(&id);
+            placement.replicas.iter().map(move |replica| {
+                self.call(
+                    &replica.node,
+                    request_id,
+                    RPC_TIMEOUT,
+                    NodeRequest::DropShard(id),
+                )
+            })
+        });
+        for error in futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+        {
+            let error = error.into_api();
+            tracing::warn!(index = %index.name, %error, "dropping a shard replica failed; its node drops it once its assignments no longer list it");
         }
     }
 
@@ -169,7 +328,8 @@ impl DataPlane {
         })
     }
 
-    /// Applies writes; returns once every shard's part is durable.
+    /// Applies writes; returns once every shard's part is durable on a quorum of its replicas.
+    /// Each shard's part carries one request id for all its attempts.
     pub async fn write(
         &self,
         index: &IndexRecord,
@@ -179,16 +339,15 @@ impl DataPlane {
         let groups = Self::route(index, ops, |op| match op {
             WriteOp::Put { key, .. } | WriteOp::Delete { key } => key,
         })?;
-        let calls = groups
-            .into_iter()
-            .map(|(placement, ops)| {
-                let request = NodeRequest::Write {
-                    shard: index.shard_id(placement),
-                    ops,
-                };
-                Ok(self.call(Self::serving_node(index, placement)?, request_id, request))
+        let calls = groups.into_iter().map(|(placement, ops)| {
+            let shard = index.shard_id(placement);
+            let write_id: u128 = rand::random();
+            self.call_shard(index, placement, request_id, move || NodeRequest::Write {
+                shard,
+                request_id: write_id,
+                ops: ops.clone(),
             })
-            .collect::<Result<Vec<_>, ApiError>>()?;
+        });
         for response in try_join_all(calls).await? {
             if !matches!(response, NodeResponse::Written { .. }) {
                 return Err(Self::unexpected(&response));
@@ -206,18 +365,15 @@ impl DataPlane {
         return_metadata: bool,
     ) -> Result<Vec<VectorRecord>, ApiError> {
         let groups = Self::route(index, keys, |k| k)?;
-        let calls = groups
-            .into_iter()
-            .map(|(placement, keys)| {
-                let request = NodeRequest::Get {
-                    shard: index.shard_id(placement),
-                    keys,
-                    return_data,
-                    return_metadata,
-                };
-                Ok(self.call(Self::serving_node(index, placement)?, request_id, request))
+        let calls = groups.into_iter().map(|(placement, keys)| {
+            let shard = index.shard_id(placement);
+            self.call_shard(index, placement, request_id, move || NodeRequest::Get {
+                shard,
+                keys: keys.clone(),
+                return_data,
+                return_metadata,
             })
-            .collect::<Result<Vec<_>, ApiError>>()?;
+        });
         let mut out = Vec::new();
         for response in try_join_all(calls).await? {
             match response {
@@ -239,21 +395,18 @@ impl DataPlane {
         return_data: bool,
         return_metadata: bool,
     ) -> Result<(Vec<VectorRecord>, bool), ApiError> {
-        let calls = index
-            .shards
-            .iter()
-            .map(|placement| {
-                let request = NodeRequest::List {
-                    shard: index.shard_id(placement),
-                    after: after.clone(),
-                    limit,
-                    range,
-                    return_data,
-                    return_metadata,
-                };
-                Ok(self.call(Self::serving_node(index, placement)?, request_id, request))
+        let calls = index.shards.iter().map(|placement| {
+            let shard = index.shard_id(placement);
+            let after = after.clone();
+            self.call_shard(index, placement, request_id, move || NodeRequest::List {
+                shard,
+                after: after.clone(),
+                limit,
+                range,
+                return_data,
+                return_metadata,
             })
-            .collect::<Result<Vec<_>, ApiError>>()?;
+        });
         let mut pages = Vec::new();
         for response in try_join_all(calls).await? {
             match response {
@@ -264,9 +417,10 @@ impl DataPlane {
         Ok(merge_pages(pages, limit as usize))
     }
 
-    /// Fans a query out to every node holding shards of the index (one RPC per node, which
-    /// searches and merges its shards) and merges their top-k. Any shard failing fails the
-    /// query: never a silently partial answer.
+    /// Fans a query out to the leaders of the index's shards (one RPC per node, which searches
+    /// and merges the shards it leads) and merges their top-k. The shards of a node whose call
+    /// fails (a leader moved, a node is down) are asked one by one through [`Self::call_shard`].
+    /// Any shard failing fails the query: never a silently partial answer.
     pub async fn query(
         &self,
         index: &IndexRecord,
@@ -276,25 +430,52 @@ impl DataPlane {
         filter: Option<Filter>,
         return_metadata: bool,
     ) -> Result<Vec<Hit>, ApiError> {
-        let mut by_node: BTreeMap<&str, Vec<ShardId>> = BTreeMap::new();
+        let mut by_node: BTreeMap<&str, Vec<&ShardPlacement>> = BTreeMap::new();
         for placement in &index.shards {
-            by_node
-                .entry(Self::serving_node(index, placement)?)
-                .or_default()
-                .push(index.shard_id(placement));
-        }
-        let calls = by_node.into_iter().map(|(node, shards)| {
-            let request = NodeRequest::SearchShards {
-                shards,
-                vector: vector.clone(),
-                top_k,
-                filter: filter.clone(),
-                return_metadata,
+            let id = index.shard_id(placement);
+            let Some(node) = self.first_choice(id, placement) else {
+                return Err(ApiError::Internal(
+                    "We encountered an internal error. Please try again.".into(),
+                ));
             };
-            self.call(node, request_id, request)
+            by_node.entry(node).or_default().push(placement);
+        }
+        let search = |shards: Vec<ShardId>| NodeRequest::SearchShards {
+            shards,
+            vector: vector.clone(),
+            top_k,
+            filter: filter.clone(),
+            return_metadata,
+        };
+        let calls = by_node.into_iter().map(|(node, placements)| {
+            let search = &search;
+            async move {
+                let ids = placements.iter().map(|p| index.shard_id(p)).collect();
+                let timeout = if placements.iter().any(|p| p.replicas.len() > 1) {
+                    REPLICA_ATTEMPT_TIMEOUT
+                } else {
+                    RPC_TIMEOUT
+                };
+                match self.call(node, request_id, timeout, search(ids)).await {
+                    Ok(response) => Ok(vec![response]),
+                    Err(error) if error.retryable() => {
+                        for placement in &placements {
+                            self.leaders.lock().remove(&index.shard_id(placement));
+                        }
+                        try_join_all(placements.iter().map(|placement| {
+                            let id = index.shard_id(placement);
+                            self.call_shard(index, placement, request_id, move || {
+                                search(vec![id])
+                            })
+                        }))
+                        .await
+                    }
+                    Err(error) => Err(error.into_api()),
+                }
+            }
         });
         let mut lists = Vec::new();
-        for response in try_join_all(calls).await? {
+        for response in try_join_all(calls).await?.into_iter().flatten() {
             match response {
                 NodeResponse::Hits(hits) => lists.push(hits),
                 other => return Err(Self::unexpected(&other)),
@@ -320,6 +501,7 @@ mod tests {
                 replicas: vec![Replica {
                     id: ReplicaId(u64::from(shard) + 1),
                     node: format!("node-{shard}"),
+                    incarnation: 1,
                 }],
                 epoch: 1,
             })

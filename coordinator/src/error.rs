@@ -225,6 +225,7 @@ impl From<NodeError> for ApiError {
             NodeError::InvalidRequest(message) => ApiError::validation(message),
             NodeError::ShardNotFound(_)
             | NodeError::ShardUnavailable(_)
+            | NodeError::NotLeader { .. }
             | NodeError::Storage(_) => ApiError::ServiceUnavailable(
                 "A shard of this index is unavailable; please retry".into(),
             ),

@@ -4,9 +4,6 @@ use quiver_proto::HashRange;
 
 use crate::catalog::{CatalogState, NewShard};
 
-/// Replicas per shard. One until shards are replicated (see ARCHITECTURE.md, Known gaps).
-pub const REPLICAS_PER_SHARD: usize = 1;
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlacementError {
     /// Replicas of one shard must be on distinct nodes, so a shard needs as many live nodes.
@@ -54,9 +51,13 @@ pub fn place(
 }
 
 /// The shard map of a new index: `shard_count` equal hash ranges ([`HashRange::split`]), each
-/// with [`REPLICAS_PER_SHARD`] replicas placed by [`place`].
-pub fn new_shards(state: &CatalogState, shard_count: u32) -> Result<Vec<NewShard>, PlacementError> {
-    let nodes = place(state, shard_count, REPLICAS_PER_SHARD)?;
+/// with `replicas` replicas placed by [`place`].
+pub fn new_shards(
+    state: &CatalogState,
+    shard_count: u32,
+    replicas: usize,
+) -> Result<Vec<NewShard>, PlacementError> {
+    let nodes = place(state, shard_count, replicas)?;
     Ok((0..shard_count)
         .zip(nodes)
         .map(|(shard, nodes)| NewShard {
@@ -78,6 +79,7 @@ mod tests {
                 CatalogCommand::RegisterNode {
                     id: (*id).into(),
                     addr: "127.0.0.1:1".into(),
+                    incarnation: 7,
                 },
                 CatalogCommand::SetNodeUp {
                     id: (*id).into(),
@@ -163,12 +165,12 @@ mod tests {
     #[test]
     fn a_new_shard_map_splits_the_hash_space_evenly() {
         let state = state_with(&[("node-1", true), ("node-2", true)]);
-        let shards = new_shards(&state, 3).expect("shards");
+        let shards = new_shards(&state, 3, 2).expect("shards");
         let ranges: Vec<HashRange> = shards.iter().map(|shard| shard.range).collect();
         assert!(HashRange::is_partition(&ranges));
         assert_eq!(ranges[1], HashRange::split(1, 3));
         assert!(shards
             .iter()
-            .all(|shard| shard.nodes.len() == REPLICAS_PER_SHARD));
+            .all(|shard| shard.nodes.len() == 2));
     }
 }

@@ -7,6 +7,7 @@ use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{RaftLogReader, RaftSnapshotBuilder, StorageError, Vote};
 use parking_lot::RwLock;
+use quiver_coordinator::catalog::format::CATALOG_FORMAT_VERSION;
 use quiver_coordinator::catalog::CatalogState;
 use quiver_coordinator::cluster::store::{self, LogStore, StateMachine};
 use quiver_coordinator::cluster::types::TypeConfig;
@@ -90,7 +91,10 @@ fn a_raft_db_from_before_format_versions_is_refused_at_open() {
     assert!(matches!(error, store::OpenError::Unversioned), "{error:?}");
     let message = error.to_string();
     assert!(message.contains("(format 0)"), "{message}");
-    assert!(message.contains("format version 1"), "{message}");
+    assert!(
+        message.contains(&format!("format version {CATALOG_FORMAT_VERSION}")),
+        "{message}"
+    );
     // Refusing changed nothing: the old data is still there, still without a marker.
     assert!(matches!(
         store::open(&path),
@@ -109,13 +113,13 @@ fn a_raft_db_of_another_format_version_is_refused_at_open() {
         let txn = db.begin_write().expect("txn");
         txn.open_table(meta)
             .expect("meta")
-            .insert("catalog_format", b"QCAT\x02".as_slice())
+            .insert("catalog_format", b"QCAT\x03".as_slice())
             .expect("insert");
         txn.commit().expect("commit");
     }
     let message = store::open(&path).expect_err("refused").to_string();
     assert!(
-        message.contains("catalog format version 2 is not supported"),
+        message.contains("catalog format version 3 is not supported"),
         "{message}"
     );
 }

@@ -55,6 +55,7 @@ pub async fn run(
             node_id: config.node_id.clone(),
             addr: config.advertise.clone(),
             join_token: config.join_token.clone(),
+            incarnation: service.incarnation(),
         };
         for _ in 0..=MAX_REDIRECTS {
             let target = leader
@@ -70,13 +71,18 @@ pub async fn run(
             )
             .await;
             let failure = match answer {
-                Ok(ControlResponse::Assignments { cluster_id, shards }) => {
+                Ok(ControlResponse::Assignments {
+                    cluster_id,
+                    shards,
+                    nodes,
+                }) => {
                     leader = Some(target);
                     if let Err(error) = service.check_cluster(cluster_id) {
                         // Following another cluster's assignments would drop every shard here.
                         tracing::error!(%error, "refusing the control plane's assignments");
                         break;
                     }
+                    service.set_directory(nodes);
                     match service.reconcile(shards, asked_at).await {
                         Ok(changes) => {
                             if !changes.created.is_empty() || !changes.dropped.is_empty() {

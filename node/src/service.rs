@@ -8,16 +8,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use openraft::error::{ClientWriteError, RaftError};
 use quiver_net::server::RpcService;
 use quiver_net::tls::{Role, Roles};
-use quiver_proto::{NodeError, NodeRequest, NodeResponse, ShardId, ShardSpec};
+use quiver_net::Transport;
+use quiver_proto::{NodeError, NodeRequest, NodeResponse, ReplicaId, ShardId, ShardSpec};
 use ractor::ActorRef;
 use tokio::sync::Semaphore;
 
+use crate::replication::log::{LogEngine, LogOpenError};
+use crate::replication::network::NodeDirectory;
+use crate::replication::{self, ReplicationConfig, ShardCommand, ShardRaft};
 use crate::shard::{Shard, ShardConfig};
 use crate::store::ShardStore;
 use crate::supervisor::{
-    shard_dir, Registry, ShardMsg, ShardSlot, SharedShard, Supervisor, SupervisorMsg,
+    shard_dir, ReadyShard, Registry, ReplicationContext, ShardMsg, ShardSlot, Supervisor,
+    SupervisorMsg,
 };
 
 /// Largest `limit` a List request may ask for.
@@ -26,6 +32,37 @@ pub const MAX_LIST_LIMIT: u32 = 10_000;
 pub const MAX_TOP_K: u32 = 10_000;
 /// Most shards one SearchShards request may name.
 pub const MAX_SHARDS_PER_SEARCH: usize = 1_024;
+
+/// Writes `contents` to `path` so that a crash leaves either nothing or all of it: a temporary
+/// file, fsynced, renamed, and the directory fsynced.
+fn write_durably(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The node's incarnation: chosen at random when its data directory is first used, and kept
+/// (`<data-dir>/incarnation`). A node whose disk was lost comes back with a new one.
+fn load_incarnation(data_dir: &Path) -> std::io::Result<u128> {
+    let path = data_dir.join("incarnation");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => u128::from_str_radix(text.trim(), 16)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let incarnation: u128 = rand::random();
+            write_durably(&path, format!("{incarnation:032x}").as_bytes())?;
+            Ok(incarnation)
+        }
+        Err(e) => Err(e),
+    }
+}
 
 /// Node-wide limits.
 #[derive(Debug, Clone)]
@@ -42,10 +79,21 @@ impl Default for NodeLimits {
     }
 }
 
+/// Who a node is and how its shard replicas reach the others.
+pub struct NodeIdentity {
+    /// The node id shard maps name (a shard's spec lists its replicas by node id).
+    pub node_id: String,
+    /// Carries Raft traffic to the other nodes.
+    pub transport: Arc<dyn Transport>,
+    pub replication: ReplicationConfig,
+}
+
 /// The node: a registry of shards and the RPC entry point.
 pub struct NodeService {
     data_dir: PathBuf,
+    incarnation: u128,
     registry: Arc<Registry>,
+    replication: Arc<ReplicationContext>,
     supervisor: ActorRef<SupervisorMsg>,
     admission: Semaphore,
     /// When each hosted shard was opened by this process (see [`NodeService::reconcile`]).
@@ -70,35 +118,58 @@ pub enum NodeStartError {
     Spawn(#[from] ractor::SpawnErr),
     #[error("shard {0} failed to open: {1}")]
     Shard(String, NodeError),
+    #[error("the node's raft log: {0}")]
+    Log(#[from] LogOpenError),
+    #[error("shard raft settings: {0}")]
+    RaftConfig(#[from] openraft::ConfigError),
 }
 
 impl NodeService {
     /// Starts the supervisor and re-opens every shard found under `data_dir/shards`.
     pub async fn start(
         data_dir: &Path,
+        identity: NodeIdentity,
         config: ShardConfig,
         limits: NodeLimits,
     ) -> Result<Arc<NodeService>, NodeStartError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| NodeStartError::Io { path, source }
+        };
+        std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+        let incarnation = load_incarnation(data_dir).map_err(io(data_dir))?;
         let registry = Arc::new(Registry::default());
-        let supervisor = Supervisor::spawn(data_dir, config, registry.clone()).await?;
+        let replication = Arc::new(ReplicationContext {
+            node_id: identity.node_id,
+            data_dir: data_dir.to_owned(),
+            log: LogEngine::open(&data_dir.join("raft-log.redb"))?,
+            transport: identity.transport,
+            directory: Arc::new(NodeDirectory::default()),
+            raft_config: identity.replication.raft_config()?,
+        });
+        let supervisor =
+            Supervisor::spawn(data_dir, config, registry.clone(), replication.clone()).await?;
         let service = Arc::new(NodeService {
             data_dir: data_dir.to_owned(),
+            incarnation,
             registry,
+            replication,
             supervisor,
             admission: Semaphore::new(limits.max_in_flight),
             opened_at: parking_lot::Mutex::new(HashMap::new()),
         });
-        // Shards dropped just before a crash may still sit in the trash.
+        // Shards dropped just before a crash may still sit in the trash; a snapshot install a
+        // crash interrupted is finished.
         let _ = std::fs::remove_dir_all(data_dir.join("trash"));
         let shards_dir = data_dir.join("shards");
-        let io = |source| NodeStartError::Io {
-            path: shards_dir.display().to_string(),
-            source,
-        };
-        std::fs::create_dir_all(&shards_dir).map_err(io)?;
+        let incoming = data_dir.join("incoming");
+        replication::snapshot::recover_incoming(&incoming, |name| shards_dir.join(name))
+            .map_err(io(&incoming))?;
+        let io = io(&shards_dir);
+        std::fs::create_dir_all(&shards_dir).map_err(io.clone())?;
         let mut specs = Vec::new();
-        for entry in std::fs::read_dir(&shards_dir).map_err(io)? {
-            let path = entry.map_err(io)?.path();
+        for entry in std::fs::read_dir(&shards_dir).map_err(io.clone())? {
+            let path = entry.map_err(io.clone())?.path();
             match ShardStore::read_spec(&path) {
                 Ok(Some(spec)) => specs.push(spec),
                 Ok(None) => {
@@ -127,15 +198,34 @@ impl NodeService {
             .drain()
             .map(|(_, entry)| entry)
             .collect();
-        self.supervisor.stop(None);
         for (_, slot) in shards {
-            if let ShardSlot::Ready { actor, .. } = slot {
-                let _ = actor
+            if let ShardSlot::Ready(ready) = slot {
+                let _ = ready
+                    .actor
                     .stop_and_wait(None, Some(Duration::from_secs(30)))
                     .await;
             }
         }
+        let _ = self
+            .supervisor
+            .stop_and_wait(None, Some(Duration::from_secs(10)))
+            .await;
         self.opened_at.lock().clear();
+    }
+
+    /// This node's incarnation (see [`load_incarnation`]).
+    pub fn incarnation(&self) -> u128 {
+        self.incarnation
+    }
+
+    /// The node id this service answers as.
+    pub fn node_id(&self) -> &str {
+        &self.replication.node_id
+    }
+
+    /// Records where the other nodes are (from the control plane's heartbeat answers).
+    pub fn set_directory(&self, nodes: Vec<(String, String)>) {
+        self.replication.directory.replace(nodes);
     }
 
     pub fn shard_count(&self) -> usize {
@@ -163,17 +253,7 @@ impl NodeService {
                 existing.trim()
             ))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                use std::io::Write;
-                let tmp = path.with_extension("tmp");
-                let mut file = std::fs::File::create(&tmp).map_err(storage)?;
-                file.write_all(wanted.as_bytes()).map_err(storage)?;
-                file.sync_all().map_err(storage)?;
-                std::fs::rename(&tmp, &path).map_err(storage)?;
-                if let Some(dir) = path.parent() {
-                    std::fs::File::open(dir)
-                        .and_then(|d| d.sync_all())
-                        .map_err(storage)?;
-                }
+                write_durably(&path, wanted.as_bytes()).map_err(storage)?;
                 tracing::info!(cluster = %wanted, "joined a cluster");
                 Ok(())
             }
@@ -232,10 +312,18 @@ impl NodeService {
     async fn drop_shard(&self, id: ShardId) -> Result<(), NodeError> {
         self.opened_at.lock().remove(&id);
         let removed = self.registry.shards.write().remove(&id);
-        if let Some((_, ShardSlot::Ready { actor, .. })) = removed {
-            let _ = actor
+        let replica = match &removed {
+            Some((spec, _)) => spec.replica_on(&self.replication.node_id),
+            None => None,
+        };
+        if let Some((_, ShardSlot::Ready(ready))) = removed {
+            let _ = ready
+                .actor
                 .stop_and_wait(None, Some(Duration::from_secs(30)))
                 .await;
+        }
+        if let Some(replica) = replica {
+            self.forget_replica(replica).await?;
         }
         let dir = shard_dir(&self.data_dir, id);
         let trash = self.data_dir.join("trash").join(format!(
@@ -261,24 +349,117 @@ impl NodeService {
         .map_err(|e| NodeError::Storage(format!("removing shard {id}: {e}")))
     }
 
-    fn ready(&self, id: ShardId) -> Result<(SharedShard, ActorRef<ShardMsg>), NodeError> {
+    /// Removes a dropped replica's Raft log and snapshot files.
+    async fn forget_replica(&self, replica: ReplicaId) -> Result<(), NodeError> {
+        self.replication
+            .log
+            .remove(replica.0)
+            .await
+            .map_err(|e| NodeError::Storage(format!("removing replica {}: {e}", replica.0)))?;
+        let snapshots = self.replication.snapshot_dir(replica);
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(snapshots)).await;
+        Ok(())
+    }
+
+    fn ready(&self, id: ShardId) -> Result<ReadyShard, NodeError> {
         match self.registry.shards.read().get(&id) {
             None => Err(NodeError::ShardNotFound(id)),
             Some((_, ShardSlot::Unavailable)) => Err(NodeError::ShardUnavailable(id)),
-            Some((_, ShardSlot::Ready { state, actor })) => Ok((state.clone(), actor.clone())),
+            Some((_, ShardSlot::Ready(ready))) => Ok(ready.clone()),
         }
     }
 
-    /// Runs a read against a shard on the blocking pool.
+    /// The leader's read barrier: confirms with a quorum that this replica leads the shard's
+    /// group and waits until it applied everything committed before the read arrived, so a read
+    /// sees every write acknowledged before it began. Elsewhere: `NotLeader`.
+    async fn linearize(&self, id: ShardId, raft: &ShardRaft) -> Result<(), NodeError> {
+        match raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                forward,
+            ))) => Err(NodeError::NotLeader {
+                shard: id,
+                leader: forward.leader_node.map(|node| node.node),
+            }),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_))) => {
+                Err(NodeError::ShardUnavailable(id))
+            }
+            Err(RaftError::Fatal(fatal)) => Err(self.failed(id, fatal)),
+        }
+    }
+
+    /// A replica whose Raft member stopped: its actor is failed (the supervisor re-opens it).
+    fn failed(&self, id: ShardId, fatal: openraft::error::Fatal<u64>) -> NodeError {
+        tracing::error!(shard = %id, %fatal, "shard raft member stopped");
+        if let Ok(ready) = self.ready(id) {
+            let _ = ready.actor.cast(ShardMsg::Fail(fatal.to_string()));
+        }
+        NodeError::ShardUnavailable(id)
+    }
+
+    /// Runs a linearizable read against a shard on the blocking pool.
     async fn read<T: Send + 'static>(
         &self,
         id: ShardId,
         f: impl FnOnce(&Shard) -> Result<T, NodeError> + Send + 'static,
     ) -> Result<T, NodeError> {
-        let (state, _) = self.ready(id)?;
+        let ready = self.ready(id)?;
+        self.linearize(id, &ready.raft).await?;
+        let state = ready.state;
         tokio::task::spawn_blocking(move || f(&state.read()))
             .await
             .map_err(|e| NodeError::Storage(format!("read task failed: {e}")))?
+    }
+
+    /// Proposes a batch to the shard's group; answers once a quorum has it durable and this
+    /// replica (the leader) applied it.
+    async fn write(
+        &self,
+        id: ShardId,
+        request_id: u128,
+        ops: Vec<quiver_proto::WriteOp>,
+    ) -> Result<NodeResponse, NodeError> {
+        let ready = self.ready(id)?;
+        // Refuse a malformed batch before it enters the log (apply would refuse it too).
+        ready
+            .state
+            .read()
+            .check_batch(&ops)
+            .map_err(NodeError::from)?;
+        match ready
+            .raft
+            .client_write(ShardCommand { request_id, ops })
+            .await
+        {
+            Ok(written) => written.data.map(|seq| NodeResponse::Written { seq }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(NodeError::NotLeader {
+                    shard: id,
+                    leader: forward.leader_node.map(|node| node.node),
+                })
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
+                Err(NodeError::Storage(error.to_string()))
+            }
+            Err(RaftError::Fatal(fatal)) => Err(self.failed(id, fatal)),
+        }
+    }
+
+    /// Hands a Raft RPC to the addressed replica's group member.
+    async fn shard_raft(
+        &self,
+        id: ShardId,
+        to: ReplicaId,
+        payload: Vec<u8>,
+    ) -> Result<NodeResponse, NodeError> {
+        let ready = self.ready(id)?;
+        if ready.replica != to {
+            // A message for a replica this node no longer (or never) hosted.
+            return Err(NodeError::ShardNotFound(id));
+        }
+        Ok(NodeResponse::ShardRaft(
+            replication::network::serve(&ready.raft, &payload).await,
+        ))
     }
 
     /// Searches `shards` (all hosted here) on one blocking task and merges their top-k.
@@ -296,10 +477,18 @@ impl NodeService {
         if shards.is_empty() || shards.len() > MAX_SHARDS_PER_SEARCH {
             return Err(NodeError::InvalidRequest("shard count out of range".into()));
         }
-        let states = shards
+        let ready = shards
             .iter()
-            .map(|&id| self.ready(id).map(|(state, _)| state))
+            .map(|&id| self.ready(id))
             .collect::<Result<Vec<_>, _>>()?;
+        futures::future::try_join_all(
+            ready
+                .iter()
+                .zip(&shards)
+                .map(|(ready, &id)| self.linearize(id, &ready.raft)),
+        )
+        .await?;
+        let states: Vec<_> = ready.into_iter().map(|ready| ready.state).collect();
         tokio::task::spawn_blocking(move || {
             let lists = states
                 .iter()
@@ -328,41 +517,37 @@ impl NodeService {
         if remaining.is_zero() {
             return NodeResponse::Error(NodeError::DeadlineExceeded);
         }
-        match tokio::time::timeout(remaining, self.execute(request, remaining)).await {
+        match tokio::time::timeout(remaining, self.execute(request)).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => NodeResponse::Error(error),
             Err(_) => NodeResponse::Error(NodeError::DeadlineExceeded),
         }
     }
 
-    async fn execute(
-        &self,
-        request: NodeRequest,
-        remaining: Duration,
-    ) -> Result<NodeResponse, NodeError> {
+    async fn execute(&self, request: NodeRequest) -> Result<NodeResponse, NodeError> {
         match request {
             NodeRequest::Ping => Ok(NodeResponse::Pong),
             NodeRequest::CreateShard(spec) => {
                 if spec.dimension == 0 || spec.dimension > 4096 {
                     return Err(NodeError::InvalidRequest("dimension out of range".into()));
                 }
+                if spec.replica_on(self.node_id()).is_none() {
+                    return Err(NodeError::InvalidRequest(format!(
+                        "shard {} has no replica on node {}",
+                        spec.id,
+                        self.node_id()
+                    )));
+                }
                 self.create_shard(spec).await.map(|()| NodeResponse::Done)
             }
             NodeRequest::DropShard(id) => self.drop_shard(id).await.map(|()| NodeResponse::Done),
-            NodeRequest::Write { shard, ops } => {
-                let (_, actor) = self.ready(shard)?;
-                match actor
-                    .call(|reply| ShardMsg::Write(ops, reply), Some(remaining))
-                    .await
-                {
-                    Ok(ractor::rpc::CallResult::Success(result)) => {
-                        result.map(|seq| NodeResponse::Written { seq })
-                    }
-                    Ok(ractor::rpc::CallResult::Timeout) => Err(NodeError::DeadlineExceeded),
-                    Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
-                        Err(NodeError::ShardUnavailable(shard))
-                    }
-                }
+            NodeRequest::Write {
+                shard,
+                request_id,
+                ops,
+            } => self.write(shard, request_id, ops).await,
+            NodeRequest::ShardRaft { shard, to, payload } => {
+                self.shard_raft(shard, to, payload).await
             }
             NodeRequest::Get {
                 shard,
@@ -440,12 +625,16 @@ impl RpcService for NodeService {
         roles: Roles,
         deadline: Instant,
     ) -> BoxFuture<'static, NodeResponse> {
-        // Only coordinators call shards.
-        if !roles.contains(Role::Coordinator) {
-            return Box::pin(async {
-                NodeResponse::Error(NodeError::Forbidden(
-                    "the peer's certificate does not grant the coordinator role".into(),
-                ))
+        // Coordinators call shards; nodes only carry their shard groups' Raft traffic.
+        let (role, allowed) = match request {
+            NodeRequest::ShardRaft { .. } => ("node", roles.contains(Role::Node)),
+            _ => ("coordinator", roles.contains(Role::Coordinator)),
+        };
+        if !allowed {
+            return Box::pin(async move {
+                NodeResponse::Error(NodeError::Forbidden(format!(
+                    "the peer's certificate does not grant the {role} role"
+                )))
             });
         }
         Box::pin(async move { NodeService::handle(&self, request, deadline).await })

@@ -1,23 +1,31 @@
 //! Shard actors and their supervisor ([`crate::service::NodeService`] routes RPCs to them).
 //!
-//! Each shard has one ractor actor that owns its writes and lifecycle (apply, checkpoint,
-//! rebuild), so writes to a shard are serialized without locks around the store. Reads do not go
-//! through the actor: they take the shard's read lock on a blocking thread, so a slow query never
-//! stalls writes and writes only block reads while the in-memory state is swapped.
+//! Each shard replica has one ractor actor that owns its lifecycle: it opens the shard, starts
+//! the replica's Raft group member ([`crate::replication`]), initializes the group when it is the
+//! group's bootstrap replica and new, and keeps the FAISS index maintained (checkpoints,
+//! rebuilds) as entries are applied. Writes go through the group's log and are applied by its
+//! state machine, one batch at a time. Reads do not go through the actor: they take the shard's
+//! read lock on a blocking thread, so a slow query never stalls writes and writes only block
+//! reads while the in-memory state is swapped.
 //!
 //! The supervisor restarts a failed shard actor (re-opening the shard from disk) with exponential
 //! backoff, up to [`MAX_RESTARTS`] times in a row; ractor's default of stopping the parent is not
 //! what a node wants.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::{RwLock, RwLockUpgradableReadGuard};
-use quiver_proto::{NodeError, ShardId, ShardSpec, WriteOp};
+use parking_lot::RwLock;
+use quiver_net::Transport;
+use quiver_proto::{NodeError, ReplicaId, ShardId, ShardSpec};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
+use crate::replication::log::LogEngine;
+use crate::replication::machine::{MachinePaths, ShardMachine};
+use crate::replication::network::{NodeDirectory, ShardNetwork};
+use crate::replication::{ShardNode, ShardRaft};
 use crate::shard::{RebuiltIndex, Shard, ShardConfig, ShardError};
 
 /// Consecutive restarts of one shard before the supervisor gives up on it.
@@ -28,10 +36,37 @@ pub(crate) type SharedShard = Arc<RwLock<Shard>>;
 pub(crate) enum ShardSlot {
     /// Opening, restarting or dropping: requests get a retryable error.
     Unavailable,
-    Ready {
-        state: SharedShard,
-        actor: ActorRef<ShardMsg>,
-    },
+    Ready(ReadyShard),
+}
+
+/// An open shard replica: its state, its actor and its Raft group member.
+#[derive(Clone)]
+pub(crate) struct ReadyShard {
+    pub(crate) state: SharedShard,
+    pub(crate) actor: ActorRef<ShardMsg>,
+    pub(crate) raft: ShardRaft,
+    pub(crate) replica: ReplicaId,
+}
+
+/// What every shard replica of this node shares: who the node is, its Raft log, and how to
+/// reach the other nodes.
+pub struct ReplicationContext {
+    pub node_id: String,
+    pub data_dir: PathBuf,
+    pub log: Arc<LogEngine>,
+    pub transport: Arc<dyn Transport>,
+    pub directory: Arc<NodeDirectory>,
+    pub raft_config: Arc<openraft::Config>,
+}
+
+impl ReplicationContext {
+    pub(crate) fn snapshot_dir(&self, replica: ReplicaId) -> PathBuf {
+        self.data_dir.join("snapshots").join(replica.0.to_string())
+    }
+
+    pub(crate) fn incoming_dir(&self, shard: ShardId) -> PathBuf {
+        self.data_dir.join("incoming").join(shard.to_string())
+    }
 }
 
 #[derive(Default)]
@@ -40,14 +75,19 @@ pub(crate) struct Registry {
 }
 
 pub enum ShardMsg {
-    Write(Vec<WriteOp>, RpcReplyPort<Result<u64, NodeError>>),
+    /// Entries were applied: checkpoint or rebuild the FAISS index if due.
+    Maintain,
     InstallRebuilt(Box<Result<RebuiltIndex, ShardError>>),
+    /// The replica's Raft member stopped on a fatal error: fail, so the supervisor re-opens the
+    /// shard from disk and starts a new member.
+    Fail(String),
 }
 
 struct ShardActor;
 
 struct ShardActorState {
     shard: SharedShard,
+    raft: ShardRaft,
     rebuilding: bool,
 }
 
@@ -56,6 +96,7 @@ struct ShardArgs {
     spec: ShardSpec,
     config: ShardConfig,
     registry: Arc<Registry>,
+    replication: Arc<ReplicationContext>,
 }
 
 impl Actor for ShardActor {
@@ -73,25 +114,87 @@ impl Actor for ShardActor {
             spec,
             config,
             registry,
+            replication,
         } = args;
         let id = spec.id;
+        let replica = spec.replica_on(&replication.node_id).ok_or_else(|| {
+            format!(
+                "shard {id} has no replica on node {}",
+                replication.node_id
+            )
+        })?;
+        let members: BTreeMap<u64, ShardNode> = spec
+            .replicas
+            .iter()
+            .map(|member| {
+                (
+                    member.replica.0,
+                    ShardNode {
+                        node: member.node.clone(),
+                    },
+                )
+            })
+            .collect();
+        let bootstrap = spec.bootstrap_replica() == Some(replica);
         let shard = tokio::task::spawn_blocking(move || Shard::open(&dir, spec, config)).await??;
-        tracing::info!(shard = %id, vectors = shard.len(), "shard opened");
+        tracing::info!(shard = %id, replica = replica.0, vectors = shard.len(), "shard opened");
         let shard = Arc::new(RwLock::new(shard));
-        {
-            // The slot was created before this actor started; if it is gone, the shard was
-            // dropped while it opened, and must not come back.
-            let mut shards = registry.shards.write();
-            let Some((_, slot)) = shards.get_mut(&id) else {
-                return Err(format!("shard {id} was dropped while opening").into());
-            };
-            *slot = ShardSlot::Ready {
-                state: shard.clone(),
-                actor: myself,
-            };
+        let log = replication.log.replica(replica.0);
+        let new_replica = log.is_empty().await?;
+        let hook_target = myself.clone();
+        let machine = ShardMachine::new(
+            shard.clone(),
+            MachinePaths {
+                snapshots: replication.snapshot_dir(replica),
+                incoming: replication.incoming_dir(id),
+                trash_root: replication.data_dir.join("trash"),
+            },
+            Arc::new(move || {
+                let _ = hook_target.cast(ShardMsg::Maintain);
+            }),
+        )?;
+        let network = ShardNetwork {
+            transport: replication.transport.clone(),
+            directory: replication.directory.clone(),
+            shard: id,
+        };
+        let raft = ShardRaft::new(
+            replica.0,
+            replication.raft_config.clone(),
+            network,
+            log,
+            machine,
+        )
+        .await?;
+        if new_replica && bootstrap {
+            // Only the bootstrap replica, only while it has never voted or logged anything: the
+            // others learn the membership from its first entries.
+            match raft.initialize(members).await {
+                Ok(()) => tracing::info!(shard = %id, replica = replica.0, "shard group initialized"),
+                Err(error) => tracing::warn!(shard = %id, %error, "shard group not initialized"),
+            }
+        }
+        // The slot was created before this actor started; if it is gone, the shard was dropped
+        // while it opened, and must not come back.
+        let published = match registry.shards.write().get_mut(&id) {
+            Some((_, slot)) => {
+                *slot = ShardSlot::Ready(ReadyShard {
+                    state: shard.clone(),
+                    actor: myself,
+                    raft: raft.clone(),
+                    replica,
+                });
+                true
+            }
+            None => false,
+        };
+        if !published {
+            let _ = raft.shutdown().await;
+            return Err(format!("shard {id} was dropped while opening").into());
         }
         Ok(ShardActorState {
             shard,
+            raft,
             rebuilding: false,
         })
     }
@@ -103,25 +206,8 @@ impl Actor for ShardActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            ShardMsg::Write(ops, reply) => {
-                let shard = state.shard.clone();
-                let result = tokio::task::spawn_blocking(move || apply_write(&shard, ops)).await?;
-                match result {
-                    Ok(seq) => {
-                        let _ = reply.send(Ok(seq));
-                    }
-                    Err(WriteFailure::Rejected(error)) => {
-                        let _ = reply.send(Err(error.into()));
-                    }
-                    Err(WriteFailure::AfterCommit(error)) => {
-                        // Durable but not applied in memory: fail the actor so the supervisor
-                        // re-opens the shard from disk, where the batch is.
-                        let _ = reply.send(Err(NodeError::Storage(error.to_string())));
-                        return Err(Box::new(error));
-                    }
-                }
-                self.maintain(&myself, state).await?;
-            }
+            ShardMsg::Maintain => self.maintain(&myself, state).await?,
+            ShardMsg::Fail(reason) => return Err(reason.into()),
             ShardMsg::InstallRebuilt(result) => {
                 state.rebuilding = false;
                 match *result {
@@ -150,6 +236,9 @@ impl Actor for ShardActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        if let Err(error) = state.raft.shutdown().await {
+            tracing::warn!(%error, "stopping the shard's raft member");
+        }
         // Best effort: a checkpoint shortens the next start; the store is the truth either way.
         let shard = state.shard.clone();
         let _ = tokio::task::spawn_blocking(move || shard.read().write_checkpoint()).await;
@@ -192,21 +281,6 @@ impl ShardActor {
     }
 }
 
-enum WriteFailure {
-    Rejected(ShardError),
-    AfterCommit(ShardError),
-}
-
-/// Commits a batch durably while readers continue (upgradable read lock), then takes the write
-/// lock only to make it visible. The shard actor is the only writer, so nothing can change
-/// between the two steps.
-fn apply_write(shard: &SharedShard, ops: Vec<WriteOp>) -> Result<u64, WriteFailure> {
-    let guard = shard.upgradable_read();
-    let prepared = guard.commit(ops).map_err(WriteFailure::Rejected)?;
-    let mut guard = RwLockUpgradableReadGuard::upgrade(guard);
-    guard.install(prepared).map_err(WriteFailure::AfterCommit)
-}
-
 /// Supervises shard actors: spawns them linked, restarts them when they fail.
 pub(crate) struct Supervisor;
 
@@ -216,11 +290,13 @@ impl Supervisor {
         data_dir: &Path,
         config: ShardConfig,
         registry: Arc<Registry>,
+        replication: Arc<ReplicationContext>,
     ) -> Result<ActorRef<SupervisorMsg>, ractor::SpawnErr> {
         let state = SupervisorState {
             data_dir: data_dir.to_owned(),
             config,
             registry,
+            replication,
             children: HashMap::new(),
         };
         let (supervisor, _) = Actor::spawn(None, Supervisor, state).await?;
@@ -237,6 +313,7 @@ pub(crate) struct SupervisorState {
     data_dir: PathBuf,
     config: ShardConfig,
     registry: Arc<Registry>,
+    replication: Arc<ReplicationContext>,
     /// Actor name -> (shard, consecutive restarts).
     children: HashMap<ractor::ActorId, (ShardId, u32)>,
 }
@@ -254,6 +331,7 @@ impl SupervisorState {
             spec: spec.clone(),
             config: self.config.clone(),
             registry: self.registry.clone(),
+            replication: self.replication.clone(),
         };
         self.registry
             .shards

@@ -16,12 +16,12 @@ use std::time::Duration;
 use quiver_net::server;
 use quiver_net::tls::{self, ClusterIdentity, GeneratedCa};
 use quiver_net::{rpc, QuicTransport, TransportError};
-use quiver_node::service::{NodeLimits, NodeService};
+use quiver_node::service::{NodeIdentity, NodeLimits, NodeService};
 use quiver_node::shard::ShardConfig;
 use quiver_proto::{
     decode, encode, DistanceMetric, Envelope, Filter, FilterValue, HashRange, Hit, IndexUid,
-    MetaValue, Metadata, NodeError, NodeRequest, NodeResponse, ShardId, ShardSpec, VectorRecord,
-    WriteOp, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    MetaValue, Metadata, NodeError, NodeRequest, NodeResponse, ReplicaId, ShardId, ShardMember,
+    ShardSpec, VectorRecord, WriteOp, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -71,20 +71,36 @@ impl Drop for Node {
     }
 }
 
+/// The node id the test node answers as; every test shard has one replica, on it.
+const NODE_ID: &str = "node-1";
+
+/// A fresh request id for each write.
+fn request_id() -> u128 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    u128::from(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
 async fn start_node() -> Node {
     let dir = tempfile::tempdir().expect("tempdir");
-    let service = NodeService::start(
-        &dir.path().join("data"),
-        ShardConfig::default(),
-        NodeLimits::default(),
-    )
-    .await
-    .expect("node starts");
     let identity =
         ClusterIdentity::load_or_create_dev(&dir.path().join("tls")).expect("dev identity");
     let listen: SocketAddr = "127.0.0.1:0".parse().expect("address");
     let endpoint = server::bind(listen, &identity).expect("bind");
     let addr = endpoint.local_addr().expect("local address");
+    let transport =
+        QuicTransport::on_endpoint(endpoint.clone(), &identity).expect("node transport");
+    let service = NodeService::start(
+        &dir.path().join("data"),
+        NodeIdentity {
+            node_id: NODE_ID.into(),
+            transport,
+            replication: Default::default(),
+        },
+        ShardConfig::default(),
+        NodeLimits::default(),
+    )
+    .await
+    .expect("node starts");
     let shutdown = CancellationToken::new();
     tokio::spawn(server::serve(endpoint, service.clone(), shutdown.clone()));
     Node {
@@ -110,6 +126,10 @@ fn shard_spec() -> ShardSpec {
         metric: DistanceMetric::Euclidean,
         non_filterable_keys: vec!["note".into()],
         range: HashRange::FULL,
+        replicas: vec![ShardMember {
+            replica: ReplicaId(1),
+            node: NODE_ID.into(),
+        }],
     }
 }
 
@@ -207,6 +227,7 @@ async fn seeded_node() -> (Node, Arc<QuicTransport>) {
             &transport,
             node.addr,
             NodeRequest::Write {
+                request_id: request_id(),
                 shard: shard_id(),
                 ops: seed_ops(),
             }
@@ -235,6 +256,7 @@ async fn write_marker(transport: &Arc<QuicTransport>, addr: SocketAddr, key: &st
         transport,
         addr,
         NodeRequest::Write {
+            request_id: request_id(),
             shard: shard_id(),
             ops: vec![put(key, [9.0, 9.0, 9.0, 9.0], Metadata::default())],
         },
@@ -387,6 +409,7 @@ async fn happy_path_through_the_quic_transport() {
             &transport,
             addr,
             NodeRequest::Write {
+                request_id: request_id(),
                 shard: shard_id(),
                 ops: seed_ops(),
             }
@@ -554,6 +577,7 @@ async fn happy_path_through_the_quic_transport() {
             &transport,
             addr,
             NodeRequest::Write {
+                request_id: request_id(),
                 shard: shard_id(),
                 ops: vec![
                     put("a", [10.0, 0.0, 0.0, 0.0], meta("western", 2000)),
@@ -575,6 +599,7 @@ async fn happy_path_through_the_quic_transport() {
     // Invalid requests are refused without side effects.
     let before = stored(&transport, addr).await;
     let bad_write = NodeRequest::Write {
+        request_id: request_id(),
         shard: shard_id(),
         ops: vec![
             put("g", [1.0; 4], Metadata::default()),
@@ -764,6 +789,7 @@ async fn garbage_on_a_valid_connection_gets_error_answers_and_the_node_keeps_ser
         PROTOCOL_VERSION,
         "truncated",
         NodeRequest::Write {
+            request_id: request_id(),
             shard: shard_id(),
             ops: vec![put("evil", [7.0, 7.0, 7.0, 7.0], meta("evil", 1))],
         },
@@ -788,7 +814,7 @@ async fn garbage_on_a_valid_connection_gets_error_answers_and_the_node_keeps_ser
         }
     }
     // Other protocol versions, including a write that must not be applied.
-    for version in [0u16, 2, 0x7fff, u16::MAX] {
+    for version in [0u16, PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, 0x7fff, u16::MAX] {
         cases.push((
             format!("ping in protocol version {version}"),
             envelope(version, &format!("v{version}"), NodeRequest::Ping),
@@ -799,6 +825,7 @@ async fn garbage_on_a_valid_connection_gets_error_answers_and_the_node_keeps_ser
                 version,
                 "future-write",
                 NodeRequest::Write {
+                    request_id: request_id(),
                     shard: shard_id(),
                     ops: vec![put("evil", [1.0; 4], Metadata::default())],
                 },
@@ -812,16 +839,21 @@ async fn garbage_on_a_valid_connection_gets_error_answers_and_the_node_keeps_ser
         "R",
         0,
         NodeRequest::Write {
+            request_id: request_id(),
             shard: shard_id(),
             ops: Vec::new(),
         },
     );
     // Envelope: version, request id (length 1, "R"), deadline, body; an empty ops list ends in 0.
-    assert_eq!(&no_ops[..3], &[1, 1, b'R'], "envelope layout");
+    assert_eq!(
+        &no_ops[..3],
+        &[PROTOCOL_VERSION as u8, 1, b'R'],
+        "envelope layout"
+    );
     assert_eq!(no_ops.last(), Some(&0));
     cases.push((
         "request id declared 2^63 bytes long".into(),
-        [&[1], huge, &no_ops[2..]].concat(),
+        [&[PROTOCOL_VERSION as u8], huge, &no_ops[2..]].concat(),
     ));
     cases.push((
         "write declaring 2^63 ops".into(),
@@ -836,6 +868,7 @@ async fn garbage_on_a_valid_connection_gets_error_answers_and_the_node_keeps_ser
         "R",
         0,
         NodeRequest::Write {
+            request_id: request_id(),
             shard: shard_id(),
             ops: vec![put("k", [0.5; 4], Metadata::default())],
         },
@@ -865,6 +898,7 @@ async fn garbage_on_a_valid_connection_gets_error_answers_and_the_node_keeps_ser
         "expired",
         1,
         NodeRequest::Write {
+            request_id: request_id(),
             shard: shard_id(),
             ops: vec![put("evil", [1.0; 4], Metadata::default())],
         },
@@ -1013,6 +1047,7 @@ fn foreign_identity(trust_real_ca: Option<&[u8]>) -> ClusterIdentity {
 
 fn evil_write(key: &str) -> NodeRequest {
     NodeRequest::Write {
+        request_id: request_id(),
         shard: shard_id(),
         ops: vec![put(key, [6.0; 4], Metadata::default())],
     }

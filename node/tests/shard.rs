@@ -26,7 +26,7 @@ use quiver_node::index::filter::matches;
 use quiver_node::shard::{Shard, ShardConfig, ShardError};
 use quiver_proto::{
     key_hash, DistanceMetric, Filter, FilterValue, HashRange, Hit, IndexUid, MetaValue, Metadata,
-    ShardId, ShardSpec, VectorRecord, WriteOp,
+    ReplicaId, ShardId, ShardMember, ShardSpec, VectorRecord, WriteOp,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -45,6 +45,10 @@ fn spec(dimension: u32, metric: DistanceMetric, range: HashRange) -> ShardSpec {
         metric,
         non_filterable_keys: Vec::new(),
         range,
+        replicas: vec![ShardMember {
+            replica: ReplicaId(1),
+            node: "node-1".into(),
+        }],
     }
 }
 

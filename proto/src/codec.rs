@@ -3,7 +3,7 @@
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 /// Bumped on every incompatible change to [`crate::messages`].
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Upper bound for one encoded message in either direction. A PutVectors part is at most 500
 /// vectors of 4096 floats plus 40 KB metadata each (~28 MiB); responses are smaller.

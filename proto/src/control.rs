@@ -29,6 +29,10 @@ pub struct NodeHello {
     pub addr: String,
     /// The cluster's join token: a shared secret on top of mutual TLS.
     pub join_token: String,
+    /// Random, chosen when the node's data directory was first created. A node that comes back
+    /// with another incarnation lost its disk: the replicas it held are gone, and the control
+    /// plane stops assigning them to it (their ids are never reused).
+    pub incarnation: u128,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +59,9 @@ pub enum ControlResponse {
     Assignments {
         cluster_id: u128,
         shards: Vec<ShardSpec>,
+        /// `(node id, QUIC address)` of every registered node: where the replicas of a shard
+        /// reach each other.
+        nodes: Vec<(String, String)>,
     },
     /// This coordinator is not the leader; try the leader's QUIC address if known.
     NotLeader { leader: Option<String> },

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::filter::Filter;
-use crate::ids::{HashRange, ShardId};
+use crate::ids::{HashRange, ReplicaId, ShardId};
 use crate::metadata::Metadata;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +22,31 @@ pub struct ShardSpec {
     pub non_filterable_keys: Vec<String>,
     /// The hash range of vector keys this shard owns.
     pub range: HashRange,
+    /// The shard's replicas (its Raft group's voters), in the catalog's order, on distinct
+    /// nodes. The replica with the smallest id initializes the group when it is first created.
+    pub replicas: Vec<ShardMember>,
+}
+
+/// One replica of a shard: its id (the Raft node id in the shard's group) and its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMember {
+    pub replica: ReplicaId,
+    pub node: String,
+}
+
+impl ShardSpec {
+    /// This node's replica of the shard, if it has one.
+    pub fn replica_on(&self, node: &str) -> Option<ReplicaId> {
+        self.replicas
+            .iter()
+            .find(|member| member.node == node)
+            .map(|member| member.replica)
+    }
+
+    /// The replica that initializes the shard's Raft group: the one with the smallest id.
+    pub fn bootstrap_replica(&self) -> Option<ReplicaId> {
+        self.replicas.iter().map(|member| member.replica).min()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,9 +68,12 @@ pub enum NodeRequest {
     CreateShard(ShardSpec),
     /// Idempotent: dropping a missing shard succeeds.
     DropShard(ShardId),
-    /// Apply a batch atomically; answered once the batch is durable.
+    /// Apply a batch atomically; answered once the batch is durable on a quorum of the shard's
+    /// replicas and applied on its leader. `request_id` makes a retry apply at most once: a
+    /// batch whose id the shard applied before answers the first result.
     Write {
         shard: ShardId,
+        request_id: u128,
         ops: Vec<WriteOp>,
     },
     Get {
@@ -79,6 +107,13 @@ pub enum NodeRequest {
         filter: Option<Filter>,
         return_metadata: bool,
     },
+    /// Raft traffic of a shard's group between nodes, addressed to replica `to`; the payload is
+    /// the node crate's encoding of an openraft RPC (this crate stays free of Raft types).
+    ShardRaft {
+        shard: ShardId,
+        to: ReplicaId,
+        payload: Vec<u8>,
+    },
 }
 
 impl NodeRequest {
@@ -92,6 +127,7 @@ impl NodeRequest {
             NodeRequest::List { .. } => "list",
             NodeRequest::Search { .. } => "search",
             NodeRequest::SearchShards { .. } => "search_shards",
+            NodeRequest::ShardRaft { .. } => "shard_raft",
         }
     }
 }
@@ -127,6 +163,8 @@ pub enum NodeResponse {
     },
     Hits(Vec<Hit>),
     Error(NodeError),
+    /// The answer to a [`NodeRequest::ShardRaft`], encoded by the node crate.
+    ShardRaft(Vec<u8>),
 }
 
 /// Errors a node reports, each telling the caller what to do next.
@@ -159,4 +197,11 @@ pub enum NodeError {
     /// The caller's certificate does not grant the role this request needs.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// This replica is not the shard's Raft leader: retry on `leader` (a node id) if known, on
+    /// another replica otherwise.
+    #[error("shard {shard} is led elsewhere (leader: {leader:?})")]
+    NotLeader {
+        shard: ShardId,
+        leader: Option<String>,
+    },
 }

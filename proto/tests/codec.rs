@@ -11,8 +11,8 @@
 use proptest::prelude::*;
 use quiver_proto::{
     decode, encode, CodecError, DistanceMetric, Envelope, Filter, FilterValue, HashRange, Hit,
-    IndexUid, MetaValue, Metadata, NodeError, NodeRequest, NodeResponse, ShardId, ShardSpec,
-    VectorRecord, WriteOp, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    IndexUid, MetaValue, Metadata, NodeError, NodeRequest, NodeResponse, ReplicaId, ShardId,
+    ShardMember, ShardSpec, VectorRecord, WriteOp, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -108,14 +108,22 @@ fn shard_specs() -> impl Strategy<Value = ShardSpec> {
         ],
         prop::collection::vec(strings(), 0..4),
         hash_ranges(),
+        prop::collection::vec((any::<u64>(), strings()), 0..4),
     )
         .prop_map(
-            |(id, dimension, metric, non_filterable_keys, range)| ShardSpec {
+            |(id, dimension, metric, non_filterable_keys, range, replicas)| ShardSpec {
                 id,
                 dimension,
                 metric,
                 non_filterable_keys,
                 range,
+                replicas: replicas
+                    .into_iter()
+                    .map(|(replica, node)| ShardMember {
+                        replica: ReplicaId(replica),
+                        node,
+                    })
+                    .collect(),
             },
         )
 }
@@ -136,8 +144,26 @@ fn node_requests() -> impl Strategy<Value = NodeRequest> {
         Just(NodeRequest::Ping),
         shard_specs().prop_map(NodeRequest::CreateShard),
         shard_ids().prop_map(NodeRequest::DropShard),
-        (shard_ids(), prop::collection::vec(write_ops(), 0..4))
-            .prop_map(|(shard, ops)| NodeRequest::Write { shard, ops }),
+        (
+            shard_ids(),
+            any::<u128>(),
+            prop::collection::vec(write_ops(), 0..4)
+        )
+            .prop_map(|(shard, request_id, ops)| NodeRequest::Write {
+                shard,
+                request_id,
+                ops
+            }),
+        (
+            shard_ids(),
+            any::<u64>(),
+            prop::collection::vec(any::<u8>(), 0..64)
+        )
+            .prop_map(|(shard, to, payload)| NodeRequest::ShardRaft {
+                shard,
+                to: ReplicaId(to),
+                payload
+            }),
         (
             shard_ids(),
             prop::collection::vec(strings(), 0..4),
@@ -221,6 +247,8 @@ fn node_errors() -> impl Strategy<Value = NodeError> {
         strings().prop_map(NodeError::Malformed),
         strings().prop_map(NodeError::Storage),
         shard_ids().prop_map(NodeError::ShardUnavailable),
+        (shard_ids(), prop::option::of(strings()))
+            .prop_map(|(shard, leader)| NodeError::NotLeader { shard, leader }),
     ]
 }
 
@@ -234,6 +262,7 @@ fn node_responses() -> impl Strategy<Value = NodeResponse> {
             .prop_map(|(vectors, more)| NodeResponse::Listed { vectors, more }),
         prop::collection::vec(hits(), 0..4).prop_map(NodeResponse::Hits),
         node_errors().prop_map(NodeResponse::Error),
+        prop::collection::vec(any::<u8>(), 0..64).prop_map(NodeResponse::ShardRaft),
     ]
 }
 
@@ -326,6 +355,7 @@ fn golden_write() -> Envelope<NodeRequest> {
                 index: IndexUid(0x0102_0304_0506_0708),
                 shard: 3,
             },
+            request_id: 5,
             ops: vec![WriteOp::Put {
                 key: "k".to_owned(),
                 vector: vec![1.0, -0.5],
@@ -344,7 +374,7 @@ fn golden_write() -> Envelope<NodeRequest> {
 
 #[rustfmt::skip]
 const GOLDEN_PING: &[u8] = &[
-    1,                                  // version (varint)
+    2,                                  // version (varint)
     5, b'r', b'e', b'q', b'-', b'1',    // request_id
     128, 208, 149, 255, 188, 49,        // deadline_unix_ms 1_700_000_000_000 (varint)
     0,                                  // NodeRequest::Ping
@@ -352,12 +382,13 @@ const GOLDEN_PING: &[u8] = &[
 
 #[rustfmt::skip]
 const GOLDEN_WRITE: &[u8] = &[
-    1,                                                  // version
+    2,                                                  // version
     1, b'r',                                            // request_id
     172, 2,                                             // deadline_unix_ms 300 (varint)
     3,                                                  // NodeRequest::Write
     136, 142, 152, 168, 192, 224, 128, 129, 1,          // shard.index (varint)
     3,                                                  // shard.shard
+    5,                                                  // request_id (varint)
     1,                                                  // ops.len()
     0,                                                  // WriteOp::Put
     1, b'k',                                            // key

@@ -125,7 +125,7 @@ pub fn status_json(status: &ClusterStatus) -> serde_json::Value {
             "id": n.id, "addr": n.addr, "up": n.up, "shards": n.shards,
         })).collect::<Vec<_>>(),
         "shards": status.shards.iter().map(|s| serde_json::json!({
-            "bucket": s.bucket, "index": s.index, "shard": s.shard, "node": s.node,
+            "bucket": s.bucket, "index": s.index, "shard": s.shard, "replicas": s.replicas,
         })).collect::<Vec<_>>(),
     })
 }
@@ -158,10 +158,10 @@ pub fn status_text(status: &ClusterStatus) -> String {
         let state = if n.up { "up" } else { "down" };
         let _ = writeln!(out, "{:<12} {:<6} {:<7} {}", n.id, state, n.shards, n.addr);
     }
-    let _ = writeln!(out, "\nSHARD                                     NODE");
+    let _ = writeln!(out, "\nSHARD                                     REPLICAS");
     for s in &status.shards {
         let name = format!("{}/{}#{}", s.bucket, s.index, s.shard);
-        let _ = writeln!(out, "{name:<41} {}", s.node);
+        let _ = writeln!(out, "{name:<41} {}", s.replicas.join(","));
     }
     out
 }

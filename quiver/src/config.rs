@@ -51,6 +51,9 @@ fn default_account_id() -> String {
 fn default_shards_per_index() -> u32 {
     6
 }
+fn default_replication_factor() -> usize {
+    3
+}
 fn default_max_concurrent_requests() -> usize {
     DEFAULT_MAX_CONCURRENT_REQUESTS
 }
@@ -107,6 +110,9 @@ pub struct CoordinatorConfig {
     pub allow_dev_credentials: bool,
     #[serde(default = "default_shards_per_index")]
     pub shards_per_index: u32,
+    /// Replicas of each shard of a new index, on distinct nodes (a Raft group per shard).
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: usize,
     #[serde(default = "default_max_concurrent_requests")]
     pub max_concurrent_requests: usize,
     #[serde(default = "default_write_requests")]
@@ -242,6 +248,7 @@ impl CoordinatorConfig {
         "auth_config",
         "allow_dev_credentials",
         "shards_per_index",
+        "replication_factor",
         "max_concurrent_requests",
         "max_write_requests_per_index",
         "max_write_vectors_per_index",
@@ -268,6 +275,9 @@ impl RoleConfig for CoordinatorConfig {
     fn validate(&self, path: &[PathBuf]) -> Result<(), ConfigError> {
         if self.id == 0 {
             return Err(invalid(path, "id must be a positive integer"));
+        }
+        if !(1..=7).contains(&self.replication_factor) {
+            return Err(invalid(path, "replication_factor must be 1 to 7"));
         }
         check_join_token(&self.join_token).map_err(|e| invalid(path, e))?;
         check_advertise(

@@ -138,6 +138,8 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
             account_id: args.account_id.clone(),
             auth: auth_config.clone(),
             shards_per_index: args.shards_per_index,
+            // One embedded node: every shard is a one-voter group.
+            replication_factor: 1,
             max_concurrent_requests: args.max_concurrent_requests,
             limits: RateLimits {
                 write_requests_per_second: args.max_write_requests_per_index,
@@ -164,6 +166,7 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
                 index_description: args.faiss_index.clone(),
                 ..ShardConfig::default()
             },
+            replication: Default::default(),
             http_listen: None,
         },
         &identity,

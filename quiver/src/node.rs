@@ -15,7 +15,8 @@ use prometheus_client::registry::Registry;
 use quiver_net::tls::ClusterIdentity;
 use quiver_net::QuicTransport;
 use quiver_node::agent::{self, AgentConfig};
-use quiver_node::service::{NodeLimits, NodeService};
+use quiver_node::replication::ReplicationConfig;
+use quiver_node::service::{NodeIdentity, NodeLimits, NodeService};
 use quiver_node::shard::ShardConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -34,6 +35,7 @@ pub struct NodeSettings {
     pub join_token: String,
     pub heartbeat_interval: Duration,
     pub shard: ShardConfig,
+    pub replication: ReplicationConfig,
     /// Where /health, /ready and /metrics are served, if anywhere.
     pub http_listen: Option<SocketAddr>,
 }
@@ -52,14 +54,24 @@ pub async fn start_node(
     identity: &ClusterIdentity,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Node> {
-    let service = NodeService::start(&settings.data_dir, settings.shard, NodeLimits::default())
-        .await
-        .context("starting the node")?;
     let endpoint = quiver_net::server::bind(settings.listen, identity)
         .with_context(|| format!("binding {}", settings.listen))?;
     let addr = endpoint.local_addr().context("node address")?;
-    // Heartbeats leave from the node's own endpoint.
-    let transport = QuicTransport::on_endpoint(endpoint.clone(), identity)?;
+    // Heartbeats and shard Raft traffic leave from the node's own endpoint.
+    let transport: Arc<dyn quiver_net::Transport> =
+        QuicTransport::on_endpoint(endpoint.clone(), identity)?;
+    let service = NodeService::start(
+        &settings.data_dir,
+        NodeIdentity {
+            node_id: settings.id.clone(),
+            transport: transport.clone(),
+            replication: settings.replication,
+        },
+        settings.shard,
+        NodeLimits::default(),
+    )
+    .await
+    .context("starting the node")?;
     let mut tasks = vec![tokio::spawn(quiver_net::server::serve(
         endpoint,
         service.clone(),
@@ -68,7 +80,7 @@ pub async fn start_node(
     let (joined_tx, joined) = watch::channel(false);
     tasks.push(tokio::spawn(agent::run(
         service.clone(),
-        transport as Arc<dyn quiver_net::Transport>,
+        transport,
         AgentConfig {
             node_id: settings.id.clone(),
             advertise: settings.advertise.unwrap_or_else(|| addr.to_string()),
@@ -182,6 +194,7 @@ pub async fn run_node(
                 index_description: config.faiss_index.clone(),
                 ..ShardConfig::default()
             },
+            replication: ReplicationConfig::default(),
             http_listen: config.http_listen,
         },
         &identity,

@@ -27,6 +27,7 @@ pub struct ApiSettings {
     pub account_id: String,
     pub auth: AuthConfig,
     pub shards_per_index: u32,
+    pub replication_factor: usize,
     pub max_concurrent_requests: usize,
     pub limits: RateLimits,
     pub tokens: TokenSigner,
@@ -135,6 +136,7 @@ pub async fn start_coordinator(
         ApiConfig {
             scope,
             shards_per_index: api.shards_per_index.max(2),
+            replication_factor: api.replication_factor.max(1),
             max_concurrent_requests: api.max_concurrent_requests,
         },
         control.clone(),
@@ -213,6 +215,7 @@ pub async fn run_coordinator(
             account_id: config.account_id.clone(),
             auth,
             shards_per_index: config.shards_per_index,
+            replication_factor: config.replication_factor,
             max_concurrent_requests: config.max_concurrent_requests,
             limits: RateLimits {
                 write_requests_per_second: config.max_write_requests_per_index,

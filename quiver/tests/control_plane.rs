@@ -110,6 +110,7 @@ async fn coordinator_with_options(
             account_id: "123456789012".into(),
             auth: AuthConfig::dev("testkey", "testsecret"),
             shards_per_index: 2,
+            replication_factor: 1,
             max_concurrent_requests: 8,
             limits: RateLimits {
                 write_requests_per_second: 0,
@@ -140,6 +141,7 @@ fn node_settings(
         join_token: TOKEN.into(),
         heartbeat_interval: Duration::from_millis(100),
         shard: Default::default(),
+        replication: Default::default(),
         http_listen: None,
     }
 }
@@ -176,6 +178,7 @@ fn hello(node_id: &str, addr: &str, token: &str) -> ControlRequest {
         node_id: node_id.into(),
         addr: addr.into(),
         join_token: token.into(),
+        incarnation: 1,
     })
 }
 
@@ -283,6 +286,7 @@ async fn garbage_and_bad_heartbeats_are_refused_and_change_nothing() {
             PeerRequest::Execute(Proposal::retryable(CatalogCommand::RegisterNode {
                 id: "x".into(),
                 addr: "127.0.0.1:1".into(),
+                incarnation: 7,
             })),
         ),
         (Role::Coordinator, PeerRequest::RemoveCoordinator { id: 1 }),
@@ -354,8 +358,12 @@ async fn a_node_joins_goes_down_and_comes_back() {
     for task in node.tasks {
         let _ = task.await;
     }
+    // The node's endpoint (its UDP port) is released once nothing holds it any more.
+    let addr = node.addr;
+    node.service.shutdown().await;
+    drop(node.service);
     wait_until("node marked down", Duration::from_secs(10), is_up(false)).await;
-    let _again = start(shutdown.clone(), node.addr).await;
+    let _again = start(shutdown.clone(), addr).await;
     wait_until("node up again", Duration::from_secs(10), is_up(true)).await;
     shutdown.cancel();
 }
@@ -417,6 +425,7 @@ async fn a_lagging_coordinator_catches_up_from_a_snapshot() {
                 CatalogCommand::RegisterNode {
                     id: format!("n{n}"),
                     addr: "127.0.0.1:1".into(),
+                    incarnation: 7,
                 },
             )
             .await
@@ -639,6 +648,7 @@ async fn a_partitioned_coordinator_cannot_commit_and_recovers_when_healed() {
                 CatalogCommand::RegisterNode {
                     id: "during-partition".into(),
                     addr: "127.0.0.1:1".into(),
+                    incarnation: 7,
                 },
             )
             .await
@@ -660,6 +670,7 @@ async fn a_partitioned_coordinator_cannot_commit_and_recovers_when_healed() {
             CatalogCommand::RegisterNode {
                 id: "majority".into(),
                 addr: "127.0.0.1:1".into(),
+                incarnation: 7,
             },
         ),
     )
@@ -718,6 +729,7 @@ async fn a_partitioned_coordinator_cannot_commit_and_recovers_when_healed() {
             CatalogCommand::RegisterNode {
                 id: "after-heal".into(),
                 addr: "127.0.0.1:1".into(),
+                incarnation: 7,
             },
         )
         .await

@@ -101,7 +101,11 @@ fn plan_index(
     index: IndexDefinition,
 ) -> Result<NewIndex, ApiError> {
     let shard_count = app.config.shards_per_index.max(2);
-    let shards = placement::new_shards(&app.catalog.state(), shard_count)?;
+    let shards = placement::new_shards(
+        &app.catalog.state(),
+        shard_count,
+        app.config.replication_factor,
+    )?;
     Ok(NewIndex {
         bucket: bucket.name.clone(),
         name: index.name,

@@ -53,6 +53,8 @@ pub struct ApiConfig {
     pub scope: ArnScope,
     /// Shards per new index (at least 2 so fan-out and merge always run).
     pub shards_per_index: u32,
+    /// Replicas of each shard of a new index (each on its own node; at least 1).
+    pub replication_factor: usize,
     /// API requests executing at once; more wait up to [`ADMISSION_WAIT`], then get 429.
     pub max_concurrent_requests: usize,
 }

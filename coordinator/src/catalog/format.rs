@@ -34,7 +34,7 @@ use serde::Serialize;
 use super::CatalogState;
 
 /// The version this build writes, and the only one it reads.
-pub const CATALOG_FORMAT_VERSION: u8 = 1;
+pub const CATALOG_FORMAT_VERSION: u8 = 2;
 
 /// The first bytes of every encoded catalog value.
 pub const MAGIC: [u8; 4] = *b"QCAT";
@@ -175,6 +175,7 @@ mod tests {
             CatalogCommand::RegisterNode {
                 id: "n".into(),
                 addr: "a".into(),
+                incarnation: 7,
             },
             CatalogCommand::SetClusterId(5),
             CatalogCommand::CreateBucket(bucket()),
@@ -203,7 +204,7 @@ mod tests {
 
     #[rustfmt::skip]
     const GOLDEN_ENTRY: &[u8] = &[
-        b'Q', b'C', b'A', b'T', 1,              // magic, format version 1
+        b'Q', b'C', b'A', b'T', 2,              // magic, format version 2
         2, 1, 3,                                // log_id: term 2, leader 1, index 3
         1,                                      // EntryPayload::Normal
         144, 158, 184, 232, 192, 225, 130, 133, 137,
@@ -227,7 +228,7 @@ mod tests {
 
     #[rustfmt::skip]
     const GOLDEN_SNAPSHOT: &[u8] = &[
-        b'Q', b'C', b'A', b'T', 1,              // magic, format version 1
+        b'Q', b'C', b'A', b'T', 2,              // magic, format version 2
         1,                                      // buckets: one
         1, b'b',                                //   key
         1, b'b', 0, 0, 0, 0, 0, 0, 240, 63,     //   name, creation_time 1.0
@@ -240,10 +241,10 @@ mod tests {
         0, 0, 0, 1,                             //   no keys, no encryption, no tags, Enhanced
         1,                                      //   shards: one
         0, 0, 0,                                //     shard 0, range [0, None)
-        1, 1, 1, b'n',                          //     replicas: [ReplicaId(1) on "n"]
+        1, 1, 1, b'n', 7,                       //     replicas: [ReplicaId(1) on "n", incarnation 7]
         1,                                      //     epoch
         1,                                      // nodes: one
-        1, b'n', 1, b'n', 1, b'a', 1,           //   key, id, addr, up
+        1, b'n', 1, b'n', 1, b'a', 1, 7,        //   key, id, addr, up, incarnation 7
         2,                                      // next_replica_id
         1, 5,                                   // cluster_id: Some(5)
         1, 9, 0,                                // results: proposal 9 answered Ok
@@ -278,7 +279,7 @@ mod tests {
 
     #[test]
     fn other_versions_are_refused_naming_the_version() {
-        for version in [0, 2, 255] {
+        for version in [0, 1, 3, 255] {
             let mut bytes = GOLDEN_SNAPSHOT.to_vec();
             bytes[MAGIC.len()] = version;
             let error = decode_snapshot(&bytes).expect_err("refused");
@@ -290,7 +291,7 @@ mod tests {
                 error.to_string(),
                 format!(
                     "catalog format version {version} is not supported; this build reads \
-                     catalog format version 1 only"
+                     catalog format version 2 only"
                 )
             );
         }

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use quiver_proto::{DistanceMetric, HashRange, IndexUid, ReplicaId, ShardId, ShardSpec};
+use quiver_proto::{
+    DistanceMetric, HashRange, IndexUid, ReplicaId, ShardId, ShardMember, ShardSpec,
+};
 use serde::{Deserialize, Serialize};
 
 /// How an index evaluates filters: ENHANCED accepts `$startsWith` and caps a filter at 100
@@ -59,6 +61,9 @@ pub struct Replica {
     /// Allocated by the catalog from [`super::CatalogState`]'s counter; never reused.
     pub id: ReplicaId,
     pub node: String,
+    /// The node's incarnation when the replica was placed: the replica lives on that
+    /// incarnation's disk, and is gone when the node comes back with another one.
+    pub incarnation: u128,
 }
 
 /// Where one shard of an index lives: the hash range it owns and its replicas.
@@ -67,7 +72,7 @@ pub struct ShardPlacement {
     /// The shard's number inside its index (part of its [`ShardId`]).
     pub shard: u32,
     pub range: HashRange,
-    /// Exactly one today (shards are not replicated yet); never empty, on distinct nodes.
+    /// The voters of the shard's Raft group; never empty, on distinct nodes.
     pub replicas: Vec<Replica>,
     /// Version of `range` and `replicas`: 1 when the shard is created, increased by every change
     /// of either (a replica added, moved or removed, a split), so that a node or coordinator
@@ -77,11 +82,6 @@ pub struct ShardPlacement {
 }
 
 impl ShardPlacement {
-    /// The node that serves the shard today: its first (and only) replica's.
-    pub fn serving_node(&self) -> Option<&str> {
-        self.replicas.first().map(|replica| replica.node.as_str())
-    }
-
     /// Whether one of the shard's replicas is on `node`.
     pub fn has_replica_on(&self, node: &str) -> bool {
         self.replicas.iter().any(|replica| replica.node == node)
@@ -150,8 +150,13 @@ impl NewIndex {
     }
 
     /// The index's record: shard `i` gets number `i`, epoch 1, and its replicas the ids
-    /// `*next_replica_id`, `*next_replica_id + 1`, ... (the counter is advanced past them).
-    pub fn into_record(self, next_replica_id: &mut u64) -> IndexRecord {
+    /// `*next_replica_id`, `*next_replica_id + 1`, ... (the counter is advanced past them) and
+    /// their nodes' current incarnations.
+    pub fn into_record(
+        self,
+        next_replica_id: &mut u64,
+        incarnation: impl Fn(&str) -> u128,
+    ) -> IndexRecord {
         let shards = (0u32..)
             .zip(self.shards)
             .map(|(shard, new)| ShardPlacement {
@@ -163,7 +168,11 @@ impl NewIndex {
                     .map(|node| {
                         let id = ReplicaId(*next_replica_id);
                         *next_replica_id += 1;
-                        Replica { id, node }
+                        Replica {
+                            id,
+                            incarnation: incarnation(&node),
+                            node,
+                        }
                     })
                     .collect(),
                 epoch: 1,
@@ -193,6 +202,8 @@ pub struct NodeRecord {
     pub addr: String,
     /// Whether the node heartbeats (the Raft leader marks it down after missed heartbeats).
     pub up: bool,
+    /// The node's incarnation as it last registered (see `NodeHello::incarnation`).
+    pub incarnation: u128,
 }
 
 impl IndexRecord {
@@ -211,6 +222,14 @@ impl IndexRecord {
             metric: self.metric,
             non_filterable_keys: self.non_filterable_keys.clone().unwrap_or_default(),
             range: placement.range,
+            replicas: placement
+                .replicas
+                .iter()
+                .map(|replica| ShardMember {
+                    replica: replica.id,
+                    node: replica.node.clone(),
+                })
+                .collect(),
         }
     }
 }

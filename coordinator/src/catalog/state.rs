@@ -43,10 +43,11 @@ pub enum CatalogCommand {
         index: String,
         mode: IndexMode,
     },
-    /// Adds a node or updates its address; the node is up afterwards.
+    /// Adds a node or updates its address and incarnation; the node is up afterwards.
     RegisterNode {
         id: String,
         addr: String,
+        incarnation: u128,
     },
     /// Marks a registered node up or down.
     SetNodeUp {
@@ -181,7 +182,10 @@ impl CatalogState {
                     return Err(CatalogError::InvalidShardMap(problem.into()));
                 }
                 let mut next_replica_id = self.next_replica_id;
-                let record = index.into_record(&mut next_replica_id);
+                let nodes = &self.nodes;
+                let record = index.into_record(&mut next_replica_id, |node| {
+                    nodes.get(node).map(|record| record.incarnation).unwrap_or(0)
+                });
                 Ok(vec![
                     RowChange::PutIndex(record),
                     RowChange::SetNextReplicaId(next_replica_id),
@@ -214,9 +218,16 @@ impl CatalogState {
                 index,
                 mode,
             } => self.update_index(bucket, index, |record| record.index_mode = mode),
-            CatalogCommand::RegisterNode { id, addr } => {
-                Ok(vec![RowChange::PutNode(NodeRecord { id, addr, up: true })])
-            }
+            CatalogCommand::RegisterNode {
+                id,
+                addr,
+                incarnation,
+            } => Ok(vec![RowChange::PutNode(NodeRecord {
+                id,
+                addr,
+                up: true,
+                incarnation,
+            })]),
             CatalogCommand::SetNodeUp { id, up } => {
                 let mut record = self
                     .nodes
@@ -314,17 +325,35 @@ impl CatalogState {
         counts
     }
 
-    /// Everything `node` should host: the specs of the shards with a replica on it.
+    /// Everything `node` should host: the specs of the shards with a replica on it, placed on
+    /// its current incarnation. A replica placed on an earlier incarnation was on a disk the node
+    /// lost: it is never assigned again (its group goes on without it until it is replaced), so
+    /// a wiped node never rejoins a group under an old replica id with a forgotten vote.
     pub fn assignments(&self, node: &str) -> Vec<ShardSpec> {
+        let Some(incarnation) = self.nodes.get(node).map(|record| record.incarnation) else {
+            return Vec::new();
+        };
         self.indexes
             .values()
             .flat_map(|index| {
                 index
                     .shards
                     .iter()
-                    .filter(move |placement| placement.has_replica_on(node))
+                    .filter(move |placement| {
+                        placement.replicas.iter().any(|replica| {
+                            replica.node == node && replica.incarnation == incarnation
+                        })
+                    })
                     .map(move |placement| index.shard_spec(placement))
             })
+            .collect()
+    }
+
+    /// `(node id, address)` of every registered node.
+    pub fn node_directory(&self) -> Vec<(String, String)> {
+        self.nodes
+            .values()
+            .map(|node| (node.id.clone(), node.addr.clone()))
             .collect()
     }
 
@@ -425,7 +454,7 @@ mod tests {
         assert_eq!(replica_ids(&state, "b", "j"), vec![(5, 1)]);
         let shard = &state.index("b", "i").expect("index").shards[1];
         assert_eq!(shard.shard, 1);
-        assert_eq!(shard.serving_node(), Some("n2"));
+        assert_eq!(shard.replicas[0].node, "n2");
         // The counter is part of the state, so it survives a snapshot round trip.
         let restored: CatalogState =
             postcard::from_bytes(&postcard::to_stdvec(&state).expect("encode")).expect("decode");
@@ -457,6 +486,21 @@ mod tests {
     #[test]
     fn a_node_is_assigned_the_shards_it_has_a_replica_of() {
         let mut state = CatalogState::default();
+        let register = |state: &mut CatalogState, node: &str, incarnation: u128| {
+            state
+                .apply(
+                    0,
+                    CatalogCommand::RegisterNode {
+                        id: node.into(),
+                        addr: "127.0.0.1:1".into(),
+                        incarnation,
+                    },
+                )
+                .expect("register");
+        };
+        for node in ["n1", "n2", "n3"] {
+            register(&mut state, node, 1);
+        }
         state
             .apply(0, CatalogCommand::CreateBucket(bucket("b")))
             .expect("bucket");
@@ -465,17 +509,22 @@ mod tests {
         state
             .apply(0, CatalogCommand::CreateIndex(replicated))
             .expect("index");
-        let shards = |node: &str| -> Vec<u32> {
+        let shards = |state: &CatalogState, node: &str| -> Vec<u32> {
             state
                 .assignments(node)
                 .iter()
                 .map(|spec| spec.id.shard)
                 .collect()
         };
-        assert_eq!(shards("n1"), vec![0]);
-        assert_eq!(shards("n2"), vec![1]);
-        assert_eq!(shards("n3"), vec![0]);
-        assert!(shards("n4").is_empty());
+        assert_eq!(shards(&state, "n1"), vec![0]);
+        assert_eq!(shards(&state, "n2"), vec![1]);
+        assert_eq!(shards(&state, "n3"), vec![0]);
+        assert!(shards(&state, "n4").is_empty());
+        // n3 comes back with another incarnation (its disk was lost): its replica is gone, and
+        // is never assigned to it again, so it never rejoins the group under the old id.
+        register(&mut state, "n3", 2);
+        assert!(shards(&state, "n3").is_empty());
+        assert_eq!(shards(&state, "n1"), vec![0]);
     }
 
     #[test]

@@ -74,7 +74,11 @@ impl ControlPlane {
                     bucket: index.bucket.clone(),
                     index: index.name.clone(),
                     shard: placement.shard,
-                    node: placement.serving_node().unwrap_or_default().to_owned(),
+                    replicas: placement
+                        .replicas
+                        .iter()
+                        .map(|replica| replica.node.clone())
+                        .collect(),
                 })
             })
             .collect();

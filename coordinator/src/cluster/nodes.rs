@@ -42,15 +42,28 @@ impl ControlPlane {
             .insert(hello.node_id.clone(), Instant::now());
         // Registering (new node or new address) also marks the node up.
         let change = match self.state.read().node(&hello.node_id) {
-            Some(node) if node.addr == hello.addr && node.up => None,
-            Some(node) if node.addr == hello.addr => Some(CatalogCommand::SetNodeUp {
-                id: hello.node_id.clone(),
-                up: true,
-            }),
-            _ => Some(CatalogCommand::RegisterNode {
-                id: hello.node_id.clone(),
-                addr: hello.addr.clone(),
-            }),
+            Some(node)
+                if node.addr == hello.addr && node.incarnation == hello.incarnation && node.up =>
+            {
+                None
+            }
+            Some(node) if node.addr == hello.addr && node.incarnation == hello.incarnation => {
+                Some(CatalogCommand::SetNodeUp {
+                    id: hello.node_id.clone(),
+                    up: true,
+                })
+            }
+            known => {
+                if known.is_some_and(|node| node.incarnation != hello.incarnation) {
+                    // Its replicas are not assigned to it any more (`CatalogState::assignments`).
+                    tracing::warn!(node = %hello.node_id, "node came back with a new incarnation: it lost its data directory, and with it the shard replicas it held");
+                }
+                Some(CatalogCommand::RegisterNode {
+                    id: hello.node_id.clone(),
+                    addr: hello.addr.clone(),
+                    incarnation: hello.incarnation,
+                })
+            }
         };
         if let Some(command) = change {
             tracing::info!(node = %hello.node_id, addr = %hello.addr, "node is up");
@@ -75,6 +88,7 @@ impl ControlPlane {
         ControlResponse::Assignments {
             cluster_id,
             shards: state.assignments(&hello.node_id),
+            nodes: state.node_directory(),
         }
     }
 

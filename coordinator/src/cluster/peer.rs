@@ -122,5 +122,6 @@ pub struct ShardStatus {
     pub bucket: String,
     pub index: String,
     pub shard: u32,
-    pub node: String,
+    /// The nodes of the shard's replicas.
+    pub replicas: Vec<String>,
 }

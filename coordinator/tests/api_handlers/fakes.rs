@@ -52,6 +52,7 @@ impl MemCatalog {
             .apply(CatalogCommand::RegisterNode {
                 id: NODE_ID.into(),
                 addr: NODE_ADDR.into(),
+                incarnation: 7,
             })
             .expect("register the node");
         Arc::new(catalog)
@@ -192,7 +193,7 @@ impl FakeNode {
                 shards.remove(&id);
                 Ok(NodeResponse::Done)
             }
-            NodeRequest::Write { shard, ops } => {
+            NodeRequest::Write { shard, ops, .. } => {
                 let target = shards
                     .get_mut(&shard)
                     .ok_or(NodeError::ShardNotFound(shard))?;
@@ -309,6 +310,8 @@ impl FakeNode {
                 all.truncate(top_k as usize);
                 Ok(NodeResponse::Hits(all))
             }
+            // Coordinators never carry shard Raft traffic.
+            NodeRequest::ShardRaft { .. } => Err(NodeError::Forbidden("not a node".into())),
         }
     }
 }

@@ -179,6 +179,7 @@ impl Harness {
             ApiConfig {
                 scope: scope.clone(),
                 shards_per_index: 4,
+                replication_factor: 1,
                 max_concurrent_requests: 64,
             },
             catalog.clone(),

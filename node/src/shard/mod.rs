@@ -10,8 +10,9 @@
 //! - [`search`]: the planner (exact search over a filtered set, or FAISS) and exact re-ranking.
 //! - [`checkpoint`]: the FAISS checkpoint and background rebuilds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
+use std::sync::Arc;
 
 use quiver_proto::{
     key_hash, DistanceMetric, HashRange, Metadata, NodeError, ShardSpec, VectorRecord,
@@ -85,10 +86,14 @@ struct Entry {
     metadata: Metadata,
 }
 
+/// How many applied batches' request ids a shard remembers (a retry older than that many batches
+/// would apply again; coordinators retry for seconds, while this covers minutes of writes).
+pub const REMEMBERED_REQUESTS: usize = 10_000;
+
 pub struct Shard {
     spec: ShardSpec,
     config: ShardConfig,
-    store: ShardStore,
+    store: Arc<ShardStore>,
     by_key: BTreeMap<String, u64>,
     /// id -> live entry. Fx hashing: ids are trusted integers, and exact search looks up every
     /// candidate, where SipHash showed up in profiles.
@@ -99,6 +104,12 @@ pub struct Shard {
     next_id: u64,
     applied_seq: u64,
     vectors_since_checkpoint: u64,
+    /// The replication layer's applied state as last committed (opaque here).
+    raft_state: Option<Vec<u8>>,
+    /// Request id -> sequence number of the last [`REMEMBERED_REQUESTS`] batches, and their
+    /// order (oldest first) for eviction.
+    requests: FxHashMap<u128, u64>,
+    request_order: VecDeque<u128>,
 }
 
 fn norm(vector: &[f32]) -> f32 {
@@ -130,7 +141,7 @@ fn check_vector(spec: &ShardSpec, vector: &[f32]) -> Result<(), ShardError> {
 impl Shard {
     /// Opens a shard from its directory, rebuilding all in-memory state from the store.
     pub fn open(dir: &Path, spec: ShardSpec, config: ShardConfig) -> Result<Shard, ShardError> {
-        let store = ShardStore::open(dir, &spec)?;
+        let store = Arc::new(ShardStore::open(dir, &spec)?);
         let loaded = store.load()?;
         let dimension = spec.dimension as usize;
         let checkpoint = Self::load_checkpoint(dir, dimension, &config, loaded.next_id);
@@ -158,6 +169,9 @@ impl Shard {
             next_id: loaded.next_id,
             applied_seq: loaded.applied_seq,
             vectors_since_checkpoint: 0,
+            raft_state: loaded.raft_state,
+            requests: loaded.requests.iter().copied().collect(),
+            request_order: loaded.requests.iter().map(|&(id, _)| id).collect(),
         };
         let mut missing_ids = Vec::new();
         let mut missing_vectors = Vec::new();
@@ -225,8 +239,39 @@ impl Shard {
         &self.spec
     }
 
+    pub fn config(&self) -> &ShardConfig {
+        &self.config
+    }
+
     pub fn applied_seq(&self) -> u64 {
         self.applied_seq
+    }
+
+    /// The replication layer's applied state as last committed with a batch or on its own.
+    pub fn raft_state(&self) -> Option<&[u8]> {
+        self.raft_state.as_deref()
+    }
+
+    /// Commits the replication layer's applied state alone (an entry that changes no record).
+    pub fn save_raft_state(&mut self, raft_state: Vec<u8>) -> Result<(), ShardError> {
+        self.store.save_raft_state(&raft_state)?;
+        self.raft_state = Some(raft_state);
+        Ok(())
+    }
+
+    /// The sequence number a batch with this request id was applied at, if it is remembered.
+    pub fn applied_request(&self, request_id: u128) -> Option<u64> {
+        self.requests.get(&request_id).copied()
+    }
+
+    /// The shard's store, for reads that must not hold the shard's lock (snapshots).
+    pub fn store(&self) -> Arc<ShardStore> {
+        self.store.clone()
+    }
+
+    /// The shard's directory.
+    pub fn dir(&self) -> &Path {
+        self.store.dir()
     }
 
     pub fn len(&self) -> u64 {

@@ -5,13 +5,15 @@ use std::collections::BTreeMap;
 use quiver_proto::{key_hash, WriteOp};
 
 use super::{check_vector, Shard, ShardError};
-use crate::store::{RecordChange, StoredRecord};
+use crate::store::{RecordChange, RequestRecord, StoredRecord};
 
 /// A batch that is durable in the store but not yet visible in memory.
 pub struct PreparedBatch {
     seq: u64,
     next_id: u64,
     outcome: BTreeMap<String, Option<StoredRecord>>,
+    raft_state: Vec<u8>,
+    request: Option<RequestRecord>,
 }
 
 impl Shard {
@@ -39,6 +41,18 @@ impl Shard {
     /// Needs only `&self`, so readers continue meanwhile; the caller must be the shard's only
     /// writer and must [`Shard::install`] the result before committing the next batch.
     pub fn commit(&self, ops: Vec<WriteOp>) -> Result<PreparedBatch, ShardError> {
+        let raft_state = self.raft_state.clone().unwrap_or_default();
+        self.commit_entry(ops, None, raft_state)
+    }
+
+    /// [`Shard::commit`] of a replicated batch: `raft_state` (the applied log id, encoded by the
+    /// replication layer) and the request id are committed in the same transaction.
+    pub fn commit_entry(
+        &self,
+        ops: Vec<WriteOp>,
+        request_id: Option<u128>,
+        raft_state: Vec<u8>,
+    ) -> Result<PreparedBatch, ShardError> {
         self.check_batch(&ops)?;
         let seq = self.applied_seq + 1;
         let mut next_id = self.next_id;
@@ -71,11 +85,20 @@ impl Shard {
                 None => RecordChange::Remove { key },
             })
             .collect();
-        self.store.commit_batch(&changes, seq, next_id)?;
+        let request = request_id.map(|id| RequestRecord {
+            id,
+            evict: (self.request_order.len() >= super::REMEMBERED_REQUESTS)
+                .then(|| self.request_order.front().copied())
+                .flatten(),
+        });
+        self.store
+            .commit_batch(&changes, seq, next_id, &raft_state, request)?;
         Ok(PreparedBatch {
             seq,
             next_id,
             outcome,
+            raft_state,
+            request,
         })
     }
 
@@ -100,6 +123,15 @@ impl Shard {
         }
         self.next_id = batch.next_id;
         self.applied_seq = batch.seq;
+        self.raft_state = Some(batch.raft_state);
+        if let Some(request) = batch.request {
+            if let Some(evicted) = request.evict {
+                self.request_order.pop_front();
+                self.requests.remove(&evicted);
+            }
+            self.request_order.push_back(request.id);
+            self.requests.insert(request.id, batch.seq);
+        }
         self.vectors_since_checkpoint += new_ids.len() as u64;
         self.index.add(&new_vectors, &new_ids)?;
         Ok(batch.seq)
