@@ -208,7 +208,10 @@ impl DataPlane {
                 rotation += 1;
                 replicas[(rotation - 1) % replicas.len()].to_owned()
             });
-            let error = match self.call(&node, request_id, attempt_timeout, request()).await {
+            let error = match self
+                .call(&node, request_id, attempt_timeout, request())
+                .await
+            {
                 Ok(response) => {
                     self.leaders.lock().insert(id, node);
                     return Ok(response);
@@ -246,7 +249,9 @@ impl DataPlane {
         }
         tracing::debug!(shard = %id, "no replica of the shard answered in time");
         Err(last.map(CallError::into_api).unwrap_or_else(|| {
-            ApiError::ServiceUnavailable("A shard of this index is unavailable; please retry".into())
+            ApiError::ServiceUnavailable(
+                "A shard of this index is unavailable; please retry".into(),
+            )
         }))
     }
 
@@ -265,16 +270,15 @@ impl DataPlane {
     ) -> Result<(), ApiError> {
         let shards = index.shards.iter().map(|placement| async move {
             let spec = index.shard_spec(placement);
-            let results =
-                futures::future::join_all(placement.replicas.iter().map(|replica| {
-                    self.call(
-                        &replica.node,
-                        request_id,
-                        RPC_TIMEOUT,
-                        NodeRequest::CreateShard(spec.clone()),
-                    )
-                }))
-                .await;
+            let results = futures::future::join_all(placement.replicas.iter().map(|replica| {
+                self.call(
+                    &replica.node,
+                    request_id,
+                    RPC_TIMEOUT,
+                    NodeRequest::CreateShard(spec.clone()),
+                )
+            }))
+            .await;
             let created = results.iter().filter(|result| result.is_ok()).count();
             if created * 2 > results.len() {
                 return Ok(());
@@ -464,9 +468,7 @@ impl DataPlane {
                         }
                         try_join_all(placements.iter().map(|placement| {
                             let id = index.shard_id(placement);
-                            self.call_shard(index, placement, request_id, move || {
-                                search(vec![id])
-                            })
+                            self.call_shard(index, placement, request_id, move || search(vec![id]))
                         }))
                         .await
                     }

@@ -35,9 +35,9 @@ pub fn place(
         });
     }
     let mut placed = Vec::with_capacity(shard_count as usize);
-    for _ in 0..shard_count {
+    for shard in 0..shard_count as usize {
         live.sort();
-        let nodes = live
+        let mut nodes: Vec<String> = live
             .iter_mut()
             .take(replicas)
             .map(|(count, node)| {
@@ -45,6 +45,9 @@ pub fn place(
                 node.clone()
             })
             .collect();
+        // The first replica gets the smallest id and starts the shard's group, so it leads
+        // first: rotate, so the index's leaders (and their work) spread over the nodes.
+        nodes.rotate_left(shard % replicas);
         placed.push(nodes);
     }
     Ok(placed)
@@ -146,6 +149,20 @@ mod tests {
     }
 
     #[test]
+    fn first_replicas_which_lead_new_groups_spread_over_the_nodes() {
+        let state = state_with(&[("node-1", true), ("node-2", true), ("node-3", true)]);
+        let placed = place(&state, 12, 3).expect("placed");
+        let firsts: Vec<&str> = placed.iter().map(|nodes| nodes[0].as_str()).collect();
+        for node in ["node-1", "node-2", "node-3"] {
+            assert_eq!(
+                firsts.iter().filter(|first| **first == node).count(),
+                4,
+                "{firsts:?}"
+            );
+        }
+    }
+
+    #[test]
     fn three_replicas_with_two_live_nodes_is_a_clear_error() {
         let state = state_with(&[("node-1", true), ("node-2", true), ("node-3", false)]);
         let error = place(&state, 2, 3).expect_err("two live nodes cannot hold three replicas");
@@ -169,8 +186,6 @@ mod tests {
         let ranges: Vec<HashRange> = shards.iter().map(|shard| shard.range).collect();
         assert!(HashRange::is_partition(&ranges));
         assert_eq!(ranges[1], HashRange::split(1, 3));
-        assert!(shards
-            .iter()
-            .all(|shard| shard.nodes.len() == 2));
+        assert!(shards.iter().all(|shard| shard.nodes.len() == 2));
     }
 }

@@ -138,12 +138,11 @@ impl StoreSnapshot {
         for row in table.iter()? {
             let (key, value) = row?;
             let key = key.value().to_owned();
-            let record = postcard::from_bytes(value.value()).map_err(|source| {
-                StoreError::Corrupt {
+            let record =
+                postcard::from_bytes(value.value()).map_err(|source| StoreError::Corrupt {
                     key: key.clone(),
                     source,
-                }
-            })?;
+                })?;
             f(key, record)?;
         }
         Ok(())

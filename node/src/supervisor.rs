@@ -117,12 +117,9 @@ impl Actor for ShardActor {
             replication,
         } = args;
         let id = spec.id;
-        let replica = spec.replica_on(&replication.node_id).ok_or_else(|| {
-            format!(
-                "shard {id} has no replica on node {}",
-                replication.node_id
-            )
-        })?;
+        let replica = spec
+            .replica_on(&replication.node_id)
+            .ok_or_else(|| format!("shard {id} has no replica on node {}", replication.node_id))?;
         let members: BTreeMap<u64, ShardNode> = spec
             .replicas
             .iter()
@@ -170,7 +167,9 @@ impl Actor for ShardActor {
             // Only the bootstrap replica, only while it has never voted or logged anything: the
             // others learn the membership from its first entries.
             match raft.initialize(members).await {
-                Ok(()) => tracing::info!(shard = %id, replica = replica.0, "shard group initialized"),
+                Ok(()) => {
+                    tracing::info!(shard = %id, replica = replica.0, "shard group initialized")
+                }
                 Err(error) => tracing::warn!(shard = %id, %error, "shard group not initialized"),
             }
         }

@@ -814,7 +814,13 @@ async fn garbage_on_a_valid_connection_gets_error_answers_and_the_node_keeps_ser
         }
     }
     // Other protocol versions, including a write that must not be applied.
-    for version in [0u16, PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, 0x7fff, u16::MAX] {
+    for version in [
+        0u16,
+        PROTOCOL_VERSION - 1,
+        PROTOCOL_VERSION + 1,
+        0x7fff,
+        u16::MAX,
+    ] {
         cases.push((
             format!("ping in protocol version {version}"),
             envelope(version, &format!("v{version}"), NodeRequest::Ping),

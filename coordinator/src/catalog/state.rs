@@ -184,7 +184,10 @@ impl CatalogState {
                 let mut next_replica_id = self.next_replica_id;
                 let nodes = &self.nodes;
                 let record = index.into_record(&mut next_replica_id, |node| {
-                    nodes.get(node).map(|record| record.incarnation).unwrap_or(0)
+                    nodes
+                        .get(node)
+                        .map(|record| record.incarnation)
+                        .unwrap_or(0)
                 });
                 Ok(vec![
                     RowChange::PutIndex(record),

@@ -74,7 +74,10 @@ pub struct LogEngine {
 #[derive(Debug, thiserror::Error)]
 pub enum LogOpenError {
     #[error("opening {path}: {source}")]
-    Open { path: String, source: redb::Error },
+    Open {
+        path: String,
+        source: Box<redb::Error>,
+    },
     #[error("starting the log writer: {0}")]
     Thread(std::io::Error),
 }
@@ -85,7 +88,7 @@ impl LogEngine {
     pub fn open(path: &Path) -> Result<Arc<LogEngine>, LogOpenError> {
         let open_error = |source: redb::Error| LogOpenError::Open {
             path: path.display().to_string(),
-            source,
+            source: Box::new(source),
         };
         let db = Database::create(path).map_err(|e| open_error(e.into()))?;
         let txn = db.begin_write().map_err(|e| open_error(e.into()))?;
@@ -164,6 +167,8 @@ fn write_loop(db: &Database, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
+// redb's error stays on the writer thread: its one caller turns it into a string.
+#[allow(clippy::result_large_err)]
 fn commit_group(db: &Database, group: &[Job]) -> Result<(), redb::Error> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate);

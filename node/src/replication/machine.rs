@@ -79,6 +79,8 @@ pub struct ShardMachine {
 }
 
 impl ShardMachine {
+    // openraft's storage error, as every method of the state machine returns.
+    #[allow(clippy::result_large_err)]
     pub fn new(
         shard: SharedShard,
         paths: MachinePaths,
@@ -222,7 +224,9 @@ impl RaftStateMachine<ShardTypeConfig> for ShardMachine {
         tokio::task::spawn_blocking(move || -> Result<(), AnyError> {
             file.sync_all().map_err(any)?;
             install(&shard, &paths, file, raft_state)?;
-            let path = paths.snapshots.join(format!("{}.bin", meta_owned.snapshot_id));
+            let path = paths
+                .snapshots
+                .join(format!("{}.bin", meta_owned.snapshot_id));
             std::fs::rename(&received, &path).map_err(any)?;
             publish_current(&paths.snapshots, &publish, &meta_owned)
         })

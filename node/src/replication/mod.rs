@@ -121,6 +121,8 @@ impl Default for ReplicationConfig {
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
 
 impl ReplicationConfig {
+    // openraft's own error type, checked once at start.
+    #[allow(clippy::result_large_err)]
     pub fn raft_config(&self) -> Result<Arc<openraft::Config>, openraft::ConfigError> {
         let config = openraft::Config {
             cluster_name: "quiver-shard".into(),

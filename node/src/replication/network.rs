@@ -95,15 +95,18 @@ impl ReplicaClient {
             RPCError::Unreachable(Unreachable::new(&std::io::Error::other(message)))
         };
         let Some(addr) = self.directory.addr(&self.node) else {
-            return Err(unreachable(format!("node {} has no known address", self.node)));
+            return Err(unreachable(format!(
+                "node {} has no known address",
+                self.node
+            )));
         };
         let payload = postcard::to_stdvec(request).map_err(network_error)?;
         if let RaftRequest::AppendEntries(append) = request {
             if payload.len() > MAX_APPEND_BYTES && append.entries.len() > 1 {
                 let fit = (append.entries.len() * MAX_APPEND_BYTES / payload.len()).max(1);
-                return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(
-                    fit as u64,
-                )));
+                return Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(fit as u64),
+                ));
             }
         }
         let timeout = option.hard_ttl().min(MAX_RPC_TIMEOUT);
@@ -150,7 +153,10 @@ impl RaftNetwork<ShardTypeConfig> for ReplicaClient {
         rpc: InstallSnapshotRequest<ShardTypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
-        match self.send(&RaftRequest::InstallSnapshot(rpc), &option).await? {
+        match self
+            .send(&RaftRequest::InstallSnapshot(rpc), &option)
+            .await?
+        {
             RaftResponse::InstallSnapshot(response) => Ok(response),
             other => Err(network_error(format!("unexpected answer {other:?}"))),
         }

@@ -105,10 +105,11 @@ pub fn write(view: &StoreSnapshot, path: &Path) -> Result<u64, SnapshotError> {
         batch.push((key, record));
         count += 1;
         if batch.len() >= RECORDS_PER_FRAME || batch_bytes >= FRAME_BYTES {
-            if let Err(error) = write_frame(&mut out, &Frame::Records(std::mem::take(&mut batch)))
-            {
+            if let Err(error) = write_frame(&mut out, &Frame::Records(std::mem::take(&mut batch))) {
                 frame_error = Some(error);
-                return Err(StoreError::Io(std::io::Error::other("snapshot write failed")));
+                return Err(StoreError::Io(std::io::Error::other(
+                    "snapshot write failed",
+                )));
             }
             batch_bytes = 0;
         }
