@@ -12,13 +12,15 @@ use openraft::error::{ClientWriteError, RaftError};
 use quiver_net::server::RpcService;
 use quiver_net::tls::{Role, Roles};
 use quiver_net::Transport;
-use quiver_proto::{NodeError, NodeRequest, NodeResponse, ReplicaId, ShardId, ShardSpec};
+use quiver_proto::{
+    NodeError, NodeRequest, NodeResponse, ReplicaId, ReplicaStatus, ShardId, ShardSpec,
+};
 use ractor::ActorRef;
 use tokio::sync::Semaphore;
 
 use crate::replication::log::{LogEngine, LogOpenError};
 use crate::replication::network::NodeDirectory;
-use crate::replication::{self, ReplicationConfig, ShardCommand, ShardRaft};
+use crate::replication::{self, ReplicationConfig, ShardCommand};
 use crate::shard::{Shard, ShardConfig};
 use crate::store::ShardStore;
 use crate::supervisor::{
@@ -349,6 +351,62 @@ impl NodeService {
         .map_err(|e| NodeError::Storage(format!("removing shard {id}: {e}")))
     }
 
+    /// This node's replica of `id`: its Raft view, its record count, and with `digest` a digest
+    /// of its records (which reads every record: for operators and tests, not for hot paths).
+    pub async fn replica_status(
+        &self,
+        id: ShardId,
+        digest: bool,
+    ) -> Result<ReplicaStatus, NodeError> {
+        let ready = self.ready(id)?;
+        let metrics = ready.raft.metrics().borrow().clone();
+        let state = ready.state.clone();
+        let (vectors, digest) = tokio::task::spawn_blocking(move || {
+            let shard = state.read();
+            (shard.len(), digest.then(|| shard.digest()))
+        })
+        .await
+        .map_err(|e| NodeError::Storage(format!("digest task failed: {e}")))?;
+        let last_log = metrics.last_log_index;
+        let lag = metrics
+            .replication
+            .iter()
+            .flatten()
+            .filter(|(replica, _)| **replica != ready.replica.0)
+            .map(|(replica, matched)| {
+                let matched = matched.map(|log_id| log_id.index + 1).unwrap_or(0);
+                let last = last_log.map(|index| index + 1).unwrap_or(0);
+                (*replica, last.saturating_sub(matched))
+            })
+            .collect();
+        Ok(ReplicaStatus {
+            shard: id,
+            replica: ready.replica,
+            node: self.replication.node_id.clone(),
+            is_leader: metrics.current_leader == Some(ready.replica.0),
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            last_log,
+            applied: metrics.last_applied.map(|log_id| log_id.index),
+            purged: metrics.purged.map(|log_id| log_id.index),
+            snapshot: metrics.snapshot.map(|log_id| log_id.index),
+            lag,
+            vectors,
+            digest,
+        })
+    }
+
+    /// [`NodeService::replica_status`] of every open replica here.
+    pub async fn replicas(&self, digests: bool) -> Vec<ReplicaStatus> {
+        let mut out = Vec::new();
+        for id in self.shard_ids() {
+            if let Ok(status) = self.replica_status(id, digests).await {
+                out.push(status);
+            }
+        }
+        out
+    }
+
     /// Removes a dropped replica's Raft log and snapshot files.
     async fn forget_replica(&self, replica: ReplicaId) -> Result<(), NodeError> {
         self.replication
@@ -369,25 +427,6 @@ impl NodeService {
         }
     }
 
-    /// The leader's read barrier: confirms with a quorum that this replica leads the shard's
-    /// group and waits until it applied everything committed before the read arrived, so a read
-    /// sees every write acknowledged before it began. Elsewhere: `NotLeader`.
-    async fn linearize(&self, id: ShardId, raft: &ShardRaft) -> Result<(), NodeError> {
-        match raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
-                forward,
-            ))) => Err(NodeError::NotLeader {
-                shard: id,
-                leader: forward.leader_node.map(|node| node.node),
-            }),
-            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_))) => {
-                Err(NodeError::ShardUnavailable(id))
-            }
-            Err(RaftError::Fatal(fatal)) => Err(self.failed(id, fatal)),
-        }
-    }
-
     /// A replica whose Raft member stopped: its actor is failed (the supervisor re-opens it).
     fn failed(&self, id: ShardId, fatal: openraft::error::Fatal<u64>) -> NodeError {
         tracing::error!(shard = %id, %fatal, "shard raft member stopped");
@@ -404,7 +443,8 @@ impl NodeService {
         f: impl FnOnce(&Shard) -> Result<T, NodeError> + Send + 'static,
     ) -> Result<T, NodeError> {
         let ready = self.ready(id)?;
-        self.linearize(id, &ready.raft).await?;
+        // The leader's read barrier: the read sees every write acknowledged before it began.
+        ready.barrier.wait().await?;
         let state = ready.state;
         tokio::task::spawn_blocking(move || f(&state.read()))
             .await
@@ -481,13 +521,7 @@ impl NodeService {
             .iter()
             .map(|&id| self.ready(id))
             .collect::<Result<Vec<_>, _>>()?;
-        futures::future::try_join_all(
-            ready
-                .iter()
-                .zip(&shards)
-                .map(|(ready, &id)| self.linearize(id, &ready.raft)),
-        )
-        .await?;
+        futures::future::try_join_all(ready.iter().map(|ready| ready.barrier.wait())).await?;
         let states: Vec<_> = ready.into_iter().map(|ready| ready.state).collect();
         tokio::task::spawn_blocking(move || {
             let lists = states
@@ -548,6 +582,9 @@ impl NodeService {
             } => self.write(shard, request_id, ops).await,
             NodeRequest::ShardRaft { shard, to, payload } => {
                 self.shard_raft(shard, to, payload).await
+            }
+            NodeRequest::Replicas { digests } => {
+                Ok(NodeResponse::Replicas(self.replicas(digests).await))
             }
             NodeRequest::Get {
                 shard,

@@ -22,6 +22,7 @@ use quiver_net::Transport;
 use quiver_proto::{NodeError, ReplicaId, ShardId, ShardSpec};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
+use crate::replication::barrier::ReadBarrier;
 use crate::replication::log::LogEngine;
 use crate::replication::machine::{MachinePaths, ShardMachine};
 use crate::replication::network::{NodeDirectory, ShardNetwork};
@@ -45,6 +46,7 @@ pub(crate) struct ReadyShard {
     pub(crate) state: SharedShard,
     pub(crate) actor: ActorRef<ShardMsg>,
     pub(crate) raft: ShardRaft,
+    pub(crate) barrier: Arc<ReadBarrier>,
     pub(crate) replica: ReplicaId,
 }
 
@@ -173,6 +175,14 @@ impl Actor for ShardActor {
                 Err(error) => tracing::warn!(shard = %id, %error, "shard group not initialized"),
             }
         }
+        let fatal_target = myself.clone();
+        let barrier = ReadBarrier::new(
+            id,
+            raft.clone(),
+            Box::new(move |reason| {
+                let _ = fatal_target.cast(ShardMsg::Fail(reason));
+            }),
+        );
         // The slot was created before this actor started; if it is gone, the shard was dropped
         // while it opened, and must not come back.
         let published = match registry.shards.write().get_mut(&id) {
@@ -181,6 +191,7 @@ impl Actor for ShardActor {
                     state: shard.clone(),
                     actor: myself,
                     raft: raft.clone(),
+                    barrier,
                     replica,
                 });
                 true

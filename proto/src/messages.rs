@@ -107,6 +107,11 @@ pub enum NodeRequest {
         filter: Option<Filter>,
         return_metadata: bool,
     },
+    /// The state of every shard replica this node hosts; with `digests`, a digest of each
+    /// replica's records (reads them all: for operators and tests).
+    Replicas {
+        digests: bool,
+    },
     /// Raft traffic of a shard's group between nodes, addressed to replica `to`; the payload is
     /// the node crate's encoding of an openraft RPC (this crate stays free of Raft types).
     ShardRaft {
@@ -128,6 +133,7 @@ impl NodeRequest {
             NodeRequest::Search { .. } => "search",
             NodeRequest::SearchShards { .. } => "search_shards",
             NodeRequest::ShardRaft { .. } => "shard_raft",
+            NodeRequest::Replicas { .. } => "replicas",
         }
     }
 }
@@ -165,6 +171,31 @@ pub enum NodeResponse {
     Error(NodeError),
     /// The answer to a [`NodeRequest::ShardRaft`], encoded by the node crate.
     ShardRaft(Vec<u8>),
+    Replicas(Vec<ReplicaStatus>),
+}
+
+/// One shard replica as its node sees it: its Raft view and contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    pub shard: ShardId,
+    pub replica: ReplicaId,
+    pub node: String,
+    pub is_leader: bool,
+    /// The replica id this replica believes leads, if any.
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub last_log: Option<u64>,
+    pub applied: Option<u64>,
+    /// The last log index removed from this replica's log (covered by a snapshot).
+    pub purged: Option<u64>,
+    /// The index of the newest snapshot this replica holds.
+    pub snapshot: Option<u64>,
+    /// On a leader: how far each follower's log is behind the leader's last index.
+    pub lag: Vec<(u64, u64)>,
+    pub vectors: u64,
+    /// A digest of the records, equal on replicas that applied the same entries (only when
+    /// asked for).
+    pub digest: Option<u64>,
 }
 
 /// Errors a node reports, each telling the caller what to do next.

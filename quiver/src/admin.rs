@@ -36,6 +36,9 @@ pub enum AdminCommand {
         /// Print JSON instead of tables.
         #[arg(long)]
         json: bool,
+        /// Also ask every node for a digest of each replica's records (reads them all).
+        #[arg(long)]
+        digests: bool,
     },
     /// Add a coordinator to the Raft group (it catches up as a learner, then votes).
     AddCoordinator {
@@ -83,7 +86,7 @@ async fn send(args: &AdminArgs, request: PeerRequest) -> anyhow::Result<PeerResp
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let request = match &args.command {
-        AdminCommand::Status { .. } => PeerRequest::Status,
+        AdminCommand::Status { digests, .. } => PeerRequest::Status { digests: *digests },
         AdminCommand::AddCoordinator {
             id,
             cluster_addr,
@@ -98,7 +101,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::RemoveCoordinator { id } => PeerRequest::RemoveCoordinator { id: *id },
     };
     match (send(&args, request).await?, &args.command) {
-        (PeerResponse::Status(status), AdminCommand::Status { json }) => {
+        (PeerResponse::Status(status), AdminCommand::Status { json, .. }) => {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&status_json(&status))?);
             } else {
@@ -126,6 +129,15 @@ pub fn status_json(status: &ClusterStatus) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "shards": status.shards.iter().map(|s| serde_json::json!({
             "bucket": s.bucket, "index": s.index, "shard": s.shard, "replicas": s.replicas,
+        })).collect::<Vec<_>>(),
+        "replicas": status.replicas.iter().map(|r| serde_json::json!({
+            "shard": r.shard.to_string(), "replica": r.replica.0, "node": r.node,
+            "leader": r.is_leader, "term": r.term, "last_log": r.last_log, "applied": r.applied,
+            "snapshot": r.snapshot, "purged": r.purged, "vectors": r.vectors,
+            "digest": r.digest.map(|d| format!("{d:016x}")),
+            "lag": r.lag.iter().map(|(replica, behind)| serde_json::json!({
+                "replica": replica, "behind": behind,
+            })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
 }
@@ -162,6 +174,30 @@ pub fn status_text(status: &ClusterStatus) -> String {
     for s in &status.shards {
         let name = format!("{}/{}#{}", s.bucket, s.index, s.shard);
         let _ = writeln!(out, "{name:<41} {}", s.replicas.join(","));
+    }
+    let _ = writeln!(
+        out,
+        "\nSHARD                 REPLICA  NODE         ROLE      TERM  APPLIED  LOG      LAG   VECTORS   DIGEST"
+    );
+    for r in &status.replicas {
+        let role = if r.is_leader { "leader" } else { "follower" };
+        let lag = r.lag.iter().map(|(_, behind)| *behind).max().unwrap_or(0);
+        let index = |i: Option<u64>| i.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
+        let digest = r.digest.map(|d| format!("{d:016x}")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<21} {:<8} {:<12} {:<9} {:<5} {:<8} {:<8} {:<5} {:<9} {}",
+            r.shard.to_string(),
+            r.replica.0,
+            r.node,
+            role,
+            r.term,
+            index(r.applied),
+            index(r.last_log),
+            lag,
+            r.vectors,
+            digest
+        );
     }
     out
 }

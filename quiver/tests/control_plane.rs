@@ -146,6 +146,18 @@ fn node_settings(
     }
 }
 
+/// Waits until the stopped node's Raft log is closed (its last shard tasks finished), so a node
+/// can start again on the same data directory in this process.
+async fn node_released(data_dir: &std::path::Path) {
+    let log = data_dir.join("raft-log.redb");
+    wait_until(
+        "the stopped node's raft log closed",
+        Duration::from_secs(10),
+        || redb::Database::create(&log).is_ok(),
+    )
+    .await;
+}
+
 async fn wait_until(what: &str, timeout: Duration, check: impl Fn() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {
@@ -279,7 +291,7 @@ async fn garbage_and_bad_heartbeats_are_refused_and_change_nothing() {
     .expect("call");
     assert_eq!(reply, ControlResponse::Unauthorized);
     for (role, request) in [
-        (Role::Node, PeerRequest::Status),
+        (Role::Node, PeerRequest::Status { digests: false }),
         (Role::Node, PeerRequest::ReadIndex),
         (
             Role::Admin,
@@ -306,7 +318,7 @@ async fn garbage_and_bad_heartbeats_are_refused_and_change_nothing() {
             &peer,
             "t",
             CALL,
-            &PeerRequest::Status
+            &PeerRequest::Status { digests: false }
         )
         .await,
         Ok(PeerResponse::Status(_))
@@ -362,6 +374,7 @@ async fn a_node_joins_goes_down_and_comes_back() {
     let addr = node.addr;
     node.service.shutdown().await;
     drop(node.service);
+    node_released(&dir.path().join("n")).await;
     wait_until("node marked down", Duration::from_secs(10), is_up(false)).await;
     let _again = start(shutdown.clone(), addr).await;
     wait_until("node up again", Duration::from_secs(10), is_up(true)).await;
@@ -533,6 +546,7 @@ async fn a_node_never_follows_another_cluster() {
     node.service.shutdown().await;
     drop(service);
     drop(node);
+    node_released(&dir.path().join("n")).await;
     let other = coordinator(&dir.path().join("b"), &coordinator_identity, &first).await;
     let node = start_node_at(other.cluster_addr, first.clone()).await;
     tokio::time::sleep(Duration::from_secs(2)).await;

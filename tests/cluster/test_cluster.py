@@ -185,8 +185,9 @@ def test_cluster_scenario(cluster):
     assert "while-down" not in {i["indexName"] for i in s1.list_indexes(vectorBucketName="books")["indexes"]}
     c.restart("node-2")
     wait_for("node-2 up again", lambda: all(n["up"] for n in status(c)["nodes"]), timeout=15)
-    # node-2 catches up from the log; then node-3 dies and node-1 and node-2 must hold it all.
-    time.sleep(3)
+    # node-2 catches up from the log: every shard's three replicas applied the same entries and
+    # hold the same records (digests). Then node-3 dies and node-1 and node-2 hold it all.
+    wait_for("identical replicas", lambda: replicas_identical(c, shards=12), timeout=30)
     c.kill("node-3")
     retrying = client(c.http_endpoint(3), retries=5)
     assert get_keys(retrying, "books", "pages", list(data)) == set(data)
@@ -194,6 +195,7 @@ def test_cluster_scenario(cluster):
                                   queryVector={"float32": data[probe_key]})["vectors"]
     assert hits[0]["key"] == probe_key
     c.restart("node-3")
+    wait_for("identical replicas", lambda: replicas_identical(c, shards=12), timeout=30)
 
     # 4. whole-cluster kill -9 and restart.
     for p in c.load_state()["processes"]:
@@ -287,6 +289,18 @@ def test_cluster_scenario(cluster):
         for p in intruders:
             p.kill()
             p.wait()
+
+
+def replicas_identical(c: local_cluster.Cluster, shards: int) -> bool:
+    """Every shard has three replicas reporting, all at the same applied index and digest."""
+    st = json.loads(c.admin("status", "--json", "--digests"))
+    by_shard: dict[str, list[dict]] = {}
+    for r in st["replicas"]:
+        by_shard.setdefault(r["shard"], []).append(r)
+    return len(by_shard) == shards and all(
+        len(rs) == 3 and len({(r["applied"], r["digest"]) for r in rs}) == 1
+        and sum(r["leader"] for r in rs) == 1
+        for rs in by_shard.values())
 
 
 def test_metrics_and_health(cluster):

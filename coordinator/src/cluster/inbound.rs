@@ -53,7 +53,7 @@ impl ControlPlane {
                     None => failed(&e),
                 },
             },
-            PeerRequest::Status => PeerResponse::Status(self.status()),
+            PeerRequest::Status { digests } => PeerResponse::Status(self.status(digests).await),
             PeerRequest::AddCoordinator { id, node } => {
                 self.change_voters(Some(node), ChangeMembers::AddVoterIds(BTreeSet::from([id])))
                     .await

@@ -7,6 +7,11 @@ use openraft::ChangeMembers;
 
 use super::peer::{ClusterStatus, CoordinatorStatus, NodeStatus, PeerResponse, ShardStatus};
 use super::types::CoordinatorNode;
+use quiver_net::rpc;
+use quiver_proto::{NodeRequest, NodeResponse};
+
+/// How long `status` waits for each node's replica report.
+const NODE_STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 use super::ControlPlane;
 
 impl ControlPlane {
@@ -35,8 +40,40 @@ impl ControlPlane {
         }
     }
 
-    /// The operator's view: Raft roles, nodes with liveness, shards with their node.
-    pub fn status(&self) -> ClusterStatus {
+    /// The operator's view: Raft roles, nodes with liveness, shards with their replicas, and
+    /// each replica's Raft state as its node reports it (asked of every node that is up).
+    pub async fn status(&self, digests: bool) -> ClusterStatus {
+        let mut status = self.catalog_status();
+        let up: Vec<String> = status
+            .nodes
+            .iter()
+            .filter(|node| node.up)
+            .map(|node| node.addr.clone())
+            .collect();
+        let answers = futures::future::join_all(up.iter().map(|addr| {
+            rpc::<NodeRequest, NodeResponse>(
+                &*self.transport,
+                addr,
+                "status",
+                NODE_STATUS_TIMEOUT,
+                NodeRequest::Replicas { digests },
+            )
+        }))
+        .await;
+        for (addr, answer) in up.iter().zip(answers) {
+            match answer {
+                Ok(NodeResponse::Replicas(replicas)) => status.replicas.extend(replicas),
+                Ok(other) => tracing::warn!(node = %addr, ?other, "unexpected status answer"),
+                Err(error) => {
+                    tracing::warn!(node = %addr, %error, "node did not report its replicas")
+                }
+            }
+        }
+        status.replicas.sort_by_key(|r| (r.shard, r.replica));
+        status
+    }
+
+    fn catalog_status(&self) -> ClusterStatus {
         let metrics = self.raft.metrics().borrow().clone();
         let voters: BTreeSet<u64> = metrics.membership_config.voter_ids().collect();
         let coordinators = metrics
@@ -91,6 +128,7 @@ impl ControlPlane {
             coordinators,
             nodes,
             shards,
+            replicas: Vec::new(),
         }
     }
 }

@@ -20,8 +20,11 @@ pub enum PeerRequest {
     /// Asks the leader for a read index: it confirms its leadership with a quorum and answers
     /// the log index a linearizable read must wait for.
     ReadIndex,
-    /// The operator's view of the cluster.
-    Status,
+    /// The operator's view of the cluster; with `digests`, every shard replica's digest (nodes
+    /// read every record for it).
+    Status {
+        digests: bool,
+    },
     /// Adds a coordinator to the Raft group (as a learner first, then a voter).
     AddCoordinator {
         id: u64,
@@ -44,7 +47,9 @@ impl PeerRequest {
             | PeerRequest::InstallSnapshot(_)
             | PeerRequest::Execute(_)
             | PeerRequest::ReadIndex => roles.contains(Role::Coordinator),
-            PeerRequest::Status => roles.contains(Role::Coordinator) || roles.contains(Role::Admin),
+            PeerRequest::Status { .. } => {
+                roles.contains(Role::Coordinator) || roles.contains(Role::Admin)
+            }
             PeerRequest::AddCoordinator { .. } | PeerRequest::RemoveCoordinator { .. } => {
                 roles.contains(Role::Admin)
             }
@@ -58,7 +63,7 @@ impl PeerRequest {
             PeerRequest::InstallSnapshot(_) => "install_snapshot",
             PeerRequest::Execute(_) => "execute",
             PeerRequest::ReadIndex => "read_index",
-            PeerRequest::Status => "status",
+            PeerRequest::Status { .. } => "status",
             PeerRequest::AddCoordinator { .. } => "add_coordinator",
             PeerRequest::RemoveCoordinator { .. } => "remove_coordinator",
         }
@@ -98,6 +103,9 @@ pub struct ClusterStatus {
     pub coordinators: Vec<CoordinatorStatus>,
     pub nodes: Vec<NodeStatus>,
     pub shards: Vec<ShardStatus>,
+    /// Every shard replica as its node reports it (nodes that are down or do not answer are
+    /// missing).
+    pub replicas: Vec<quiver_proto::ReplicaStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

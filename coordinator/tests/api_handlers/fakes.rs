@@ -312,6 +312,7 @@ impl FakeNode {
             }
             // Coordinators never carry shard Raft traffic.
             NodeRequest::ShardRaft { .. } => Err(NodeError::Forbidden("not a node".into())),
+            NodeRequest::Replicas { .. } => Ok(NodeResponse::Replicas(Vec::new())),
         }
     }
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use quiver_proto::{NodeError, WriteOp};
 use serde::{Deserialize, Serialize};
 
+pub mod barrier;
 pub mod log;
 pub mod machine;
 pub mod network;

@@ -278,6 +278,26 @@ impl Shard {
         self.live.len()
     }
 
+    /// A digest of the records (keys in order, their internal ids, vectors and metadata):
+    /// replicas that applied the same log have the same digest.
+    pub fn digest(&self) -> u64 {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for (key, id) in &self.by_key {
+            hasher.update(&(key.len() as u64).to_le_bytes());
+            hasher.update(key.as_bytes());
+            hasher.update(&id.to_le_bytes());
+            if let Some(entry) = self.entries.get(id) {
+                for x in &entry.vector {
+                    hasher.update(&x.to_le_bytes());
+                }
+                if let Ok(bytes) = postcard::to_stdvec(&entry.metadata) {
+                    hasher.update(&bytes);
+                }
+            }
+        }
+        hasher.digest()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.live.is_empty()
     }
