@@ -72,6 +72,14 @@ bench-smoke: deps
 	  --query-seconds 2 --min-recall 0.9 --quiver-bin $(CARGO_TARGET_DIR)/debug/quiver \
 	  --report $(CARGO_TARGET_DIR)/quiver-chaos-bench-smoke.json
 
+## Replication factor 1 vs 3 on the local 3+3 cluster, side by side (ingest, put and query
+## throughput and latency, recall), plus a kill -9 of a node during writes on RF 3.
+.PHONY: bench-replication
+bench-replication: deps
+	cargo build --release -p quiver -p quiver-chaos
+	scripts/bench_replication.py --quiver-bin $(CARGO_TARGET_DIR)/release/quiver \
+	  --chaos-bin $(CHAOS_RELEASE) --report $(CARGO_TARGET_DIR)/quiver-bench-replication.json
+
 ## Closed-loop load with the default mix against a release server (override with LOAD_ARGS).
 LOAD_ARGS ?= --clients 64 --duration 30 --count 50000 --dimension 128
 load: deps

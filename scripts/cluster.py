@@ -49,6 +49,7 @@ class Cluster:
         node_http_base: int = 9301,
         shards_per_index: int | None = None,
         extra_env: dict[str, str] | None = None,
+        replication_factor: int | None = None,
     ) -> None:
         self.dir = Path(directory).resolve()
         self.binary = Path(binary or os.environ.get("QUIVER_BIN", DEFAULT_BINARY))
@@ -59,6 +60,7 @@ class Cluster:
         self.node_base = node_base
         self.node_http_base = node_http_base
         self.shards_per_index = shards_per_index or 2 * nodes
+        self.replication_factor = replication_factor or min(3, nodes)
         self.extra_env = extra_env or {}
         self.tls = self.dir / "tls"
         self.state_file = self.dir / "cluster.json"
@@ -131,6 +133,7 @@ class Cluster:
                 f'join_token = "{token}"\n'
                 f"allow_dev_credentials = true\n"
                 f"shards_per_index = {self.shards_per_index}\n"
+                f"replication_factor = {self.replication_factor}\n"
                 f"max_write_requests_per_index = 0\n"
                 f"max_write_vectors_per_index = 0\n"
                 f'\n[tls]\ndir = "{self.tls}"\nname = "{name}"\n{members}'
@@ -315,9 +318,12 @@ def main() -> None:
     parser.add_argument("--node-base", type=int, default=7301)
     parser.add_argument("--node-http-base", type=int, default=9301)
     parser.add_argument("--shards-per-index", type=int, default=None)
+    parser.add_argument("--replication-factor", type=int, default=None,
+                        help="replicas per shard of new indexes (default: 3, or the node count if smaller)")
     args = parser.parse_args()
     cluster = Cluster(args.dir, args.binary, args.coordinators, args.nodes, args.http_base,
-                      args.cluster_base, args.node_base, args.node_http_base, args.shards_per_index)
+                      args.cluster_base, args.node_base, args.node_http_base, args.shards_per_index,
+                      replication_factor=args.replication_factor)
     if args.command == "start":
         state = cluster.start()
         print(f"Quiver cluster is ready ({cluster.state_file}):\n")

@@ -28,6 +28,10 @@ pub const REPLICA_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const FAILOVER_WINDOW: Duration = Duration::from_secs(15);
 /// Attempts per shard call, whatever the window.
 const MAX_ATTEMPTS: usize = 64;
+/// How long a node that did not answer in time (or could not be reached) is tried last for
+/// every shard, so one dead or cut-off leader costs each coordinator one attempt timeout, not
+/// one per shard it led.
+const SUSPECT_FOR: Duration = Duration::from_secs(5);
 /// Pause after every replica of a shard failed once, doubled each round up to the maximum.
 const FIRST_BACKOFF: Duration = Duration::from_millis(25);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
@@ -38,6 +42,8 @@ pub struct DataPlane {
     catalog: Arc<dyn Catalog>,
     /// The node believed to lead each shard's group: advisory, learned from answers.
     leaders: parking_lot::Mutex<HashMap<ShardId, String>>,
+    /// Nodes that recently did not answer, until when they are tried last.
+    suspects: parking_lot::Mutex<HashMap<String, Instant>>,
 }
 
 /// Why one node call failed.
@@ -118,7 +124,26 @@ impl DataPlane {
             transport,
             catalog,
             leaders: parking_lot::Mutex::new(HashMap::new()),
+            suspects: parking_lot::Mutex::new(HashMap::new()),
         }
+    }
+
+    fn is_suspect(&self, node: &str) -> bool {
+        let mut suspects = self.suspects.lock();
+        match suspects.get(node) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                suspects.remove(node);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn suspect(&self, node: &str) {
+        self.suspects
+            .lock()
+            .insert(node.to_owned(), Instant::now() + SUSPECT_FOR);
     }
 
     /// The address of a node that is up; a retryable 503 for a node that is down or unknown
@@ -158,19 +183,17 @@ impl DataPlane {
     }
 
     /// The node to ask first for `shard`: the leader last seen, else its bootstrap replica
-    /// (the one that starts its group), which leads a new group.
+    /// (the one that starts its group), which leads a new group; a suspect node only when every
+    /// replica's node is.
     fn first_choice<'a>(&self, id: ShardId, placement: &'a ShardPlacement) -> Option<&'a str> {
         let known = self.leaders.lock().get(&id).cloned();
-        let replicas = || placement.replicas.iter().map(|r| r.node.as_str());
-        known
-            .and_then(|leader| replicas().find(|node| *node == leader))
-            .or_else(|| {
-                placement
-                    .replicas
-                    .iter()
-                    .min_by_key(|replica| replica.id)
-                    .map(|replica| replica.node.as_str())
-            })
+        let mut replicas: Vec<&'a crate::catalog::Replica> = placement.replicas.iter().collect();
+        replicas.sort_by_key(|replica| (Some(&replica.node) != known.as_ref(), replica.id));
+        replicas
+            .iter()
+            .find(|replica| !self.is_suspect(&replica.node))
+            .or_else(|| replicas.first())
+            .map(|replica| replica.node.as_str())
     }
 
     /// Sends `request()` to the leader of a shard's group: follows `NotLeader` redirects, and
@@ -205,6 +228,14 @@ impl DataPlane {
         let mut last = None;
         for _ in 0..MAX_ATTEMPTS {
             let node = next.take().unwrap_or_else(|| {
+                // The next replica in turn, passing over suspect nodes while others remain.
+                for _ in 0..replicas.len() {
+                    rotation += 1;
+                    let candidate = replicas[(rotation - 1) % replicas.len()];
+                    if !self.is_suspect(candidate) {
+                        return candidate.to_owned();
+                    }
+                }
                 rotation += 1;
                 replicas[(rotation - 1) % replicas.len()].to_owned()
             });
@@ -217,7 +248,12 @@ impl DataPlane {
                     return Ok(response);
                 }
                 Err(error) if !error.retryable() => return Err(error.into_api()),
-                Err(error) => error,
+                Err(error) => {
+                    if matches!(error, CallError::Unreachable(_)) {
+                        self.suspect(&node);
+                    }
+                    error
+                }
             };
             if let CallError::Node(NodeError::NotLeader {
                 leader: Some(leader),
@@ -463,6 +499,9 @@ impl DataPlane {
                 match self.call(node, request_id, timeout, search(ids)).await {
                     Ok(response) => Ok(vec![response]),
                     Err(error) if error.retryable() => {
+                        if matches!(error, CallError::Unreachable(_)) {
+                            self.suspect(node);
+                        }
                         for placement in &placements {
                             self.leaders.lock().remove(&index.shard_id(placement));
                         }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -102,6 +103,23 @@ pub struct NodeService {
     opened_at: parking_lot::Mutex<HashMap<ShardId, Instant>>,
 }
 
+/// The node's replicas in numbers, for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicationSummary {
+    /// Shard replicas open here.
+    pub replicas: u64,
+    /// Of those, the ones that lead their group.
+    pub leaders: u64,
+    /// On the groups led here: the largest number of entries a follower is behind.
+    pub max_lag: u64,
+    /// The sum of the replicas' Raft terms: it grows by one with every election a group here
+    /// takes part in.
+    pub terms: u64,
+    /// Snapshots built and installed by the replicas here since the node started.
+    pub snapshots_built: u64,
+    pub snapshots_installed: u64,
+}
+
 /// What [`NodeService::reconcile`] changed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Reconciled {
@@ -147,6 +165,7 @@ impl NodeService {
             log: LogEngine::open(&data_dir.join("raft-log.redb"))?,
             transport: identity.transport,
             directory: Arc::new(NodeDirectory::default()),
+            counters: Arc::default(),
             raft_config: identity.replication.raft_config()?,
         });
         let supervisor =
@@ -394,6 +413,47 @@ impl NodeService {
             vectors,
             digest,
         })
+    }
+
+    /// The numbers `/metrics` shows, from every open replica's Raft metrics (no record read).
+    pub fn replication_summary(&self) -> ReplicationSummary {
+        let mut summary = ReplicationSummary {
+            snapshots_built: self
+                .replication
+                .counters
+                .snapshots_built
+                .load(Ordering::Relaxed),
+            snapshots_installed: self
+                .replication
+                .counters
+                .snapshots_installed
+                .load(Ordering::Relaxed),
+            ..ReplicationSummary::default()
+        };
+        let ready: Vec<ReadyShard> = self
+            .registry
+            .shards
+            .read()
+            .values()
+            .filter_map(|(_, slot)| match slot {
+                ShardSlot::Ready(ready) => Some(ready.clone()),
+                ShardSlot::Unavailable => None,
+            })
+            .collect();
+        for shard in ready {
+            let metrics = shard.raft.metrics().borrow().clone();
+            summary.replicas += 1;
+            summary.terms += metrics.current_term;
+            if metrics.current_leader == Some(shard.replica.0) {
+                summary.leaders += 1;
+                let last = metrics.last_log_index.map_or(0, |i| i + 1);
+                for matched in metrics.replication.iter().flat_map(|r| r.values()) {
+                    let matched = matched.map_or(0, |log_id| log_id.index + 1);
+                    summary.max_lag = summary.max_lag.max(last.saturating_sub(matched));
+                }
+            }
+        }
+        summary
     }
 
     /// [`NodeService::replica_status`] of every open replica here.

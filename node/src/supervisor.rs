@@ -24,7 +24,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 
 use crate::replication::barrier::ReadBarrier;
 use crate::replication::log::LogEngine;
-use crate::replication::machine::{MachinePaths, ShardMachine};
+use crate::replication::machine::{MachinePaths, ShardMachine, SnapshotCounters};
 use crate::replication::network::{NodeDirectory, ShardNetwork};
 use crate::replication::{ShardNode, ShardRaft};
 use crate::shard::{RebuiltIndex, Shard, ShardConfig, ShardError};
@@ -59,6 +59,7 @@ pub struct ReplicationContext {
     pub transport: Arc<dyn Transport>,
     pub directory: Arc<NodeDirectory>,
     pub raft_config: Arc<openraft::Config>,
+    pub counters: Arc<SnapshotCounters>,
 }
 
 impl ReplicationContext {
@@ -148,6 +149,7 @@ impl Actor for ShardActor {
                 incoming: replication.incoming_dir(id),
                 trash_root: replication.data_dir.join("trash"),
             },
+            replication.counters.clone(),
             Arc::new(move || {
                 let _ = hook_target.cast(ShardMsg::Maintain);
             }),
@@ -179,6 +181,7 @@ impl Actor for ShardActor {
         let barrier = ReadBarrier::new(
             id,
             raft.clone(),
+            replication.raft_config.election_timeout_max,
             Box::new(move |reason| {
                 let _ = fatal_target.cast(ShardMsg::Fail(reason));
             }),

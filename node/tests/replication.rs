@@ -77,6 +77,7 @@ impl StoreBuilder<ShardTypeConfig, ShardLog, ShardMachine, tempfile::TempDir> fo
                 incoming: dir.path().join("incoming"),
                 trash_root: dir.path().join("trash"),
             },
+            Arc::default(),
             Arc::new(|| {}),
         )?;
         Ok((dir, engine.replica(1), machine))
@@ -356,6 +357,7 @@ async fn a_snapshot_moves_a_shard_to_another_replica() {
                 incoming: dir.path().join(name).join("incoming"),
                 trash_root: dir.path().join(name).join("trash"),
             },
+            Arc::default(),
             Arc::new(|| {}),
         )
         .expect("machine")

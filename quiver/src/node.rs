@@ -16,7 +16,7 @@ use quiver_net::tls::ClusterIdentity;
 use quiver_net::QuicTransport;
 use quiver_node::agent::{self, AgentConfig};
 use quiver_node::replication::ReplicationConfig;
-use quiver_node::service::{NodeIdentity, NodeLimits, NodeService};
+use quiver_node::service::{NodeIdentity, NodeLimits, NodeService, ReplicationSummary};
 use quiver_node::shard::ShardConfig;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -136,7 +136,7 @@ fn node_router(
         .route(
             "/metrics",
             get(move || {
-                let body = node_metrics(&id, service.shard_count(), *joined.borrow());
+                let body = node_metrics(&id, &service.replication_summary(), *joined.borrow());
                 async move { quiver_coordinator::metrics::exposition(body) }
             }),
         )
@@ -147,15 +147,50 @@ struct NodeLabels {
     node: String,
 }
 
-/// The metrics of a storage node: shards hosted, and whether it joined the cluster.
-pub fn node_metrics(node: &str, shards: usize, joined: bool) -> String {
+/// The metrics of a storage node: shard replicas hosted and led, replication lag, elections and
+/// snapshots, and whether it joined the cluster.
+pub fn node_metrics(node: &str, replication: &ReplicationSummary, joined: bool) -> String {
     let mut registry = Registry::with_prefix("quiver_node");
     let labels = NodeLabels {
         node: node.to_owned(),
     };
-    let hosted = Family::<NodeLabels, Gauge>::default();
-    hosted.get_or_create(&labels).set(as_gauge(shards as u64));
-    registry.register("shards", "Shards hosted by this node", hosted);
+    let gauges: [(&str, &str, u64); 6] = [
+        (
+            "shards",
+            "Shard replicas hosted by this node",
+            replication.replicas,
+        ),
+        (
+            "shard_leaders",
+            "Shard replicas here that lead their group",
+            replication.leaders,
+        ),
+        (
+            "replication_lag_entries",
+            "Largest number of log entries a follower of a group led here is behind",
+            replication.max_lag,
+        ),
+        (
+            "shard_raft_terms",
+            "Sum of the Raft terms of the replicas here (grows by one per election)",
+            replication.terms,
+        ),
+        (
+            "snapshots_built",
+            "Shard snapshots built since the node started",
+            replication.snapshots_built,
+        ),
+        (
+            "snapshots_installed",
+            "Shard snapshots received from a leader and installed since the node started",
+            replication.snapshots_installed,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let family = Family::<NodeLabels, Gauge>::default();
+        family.get_or_create(&labels).set(as_gauge(value));
+        registry.register(name, help, family);
+    }
     let joined_gauge = Family::<NodeLabels, Gauge>::default();
     joined_gauge.get_or_create(&labels).set(i64::from(joined));
     registry.register(

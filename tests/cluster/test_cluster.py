@@ -9,6 +9,8 @@ One scenario, in order (each step builds on the previous one):
      read and write succeeds (the SDK's retries allowed); an index that needs three live nodes
      is refused with a retryable 503; the node restarts and catches up, and with another node
      killed then, nothing acknowledged is missing;
+  3b. a partition of a shard-leading node from the other nodes: no stale read, no lost write,
+     service goes on (iptables rules on the nodes' loopback ports, removed afterwards);
   4. a whole-cluster kill -9 and restart loses nothing;
   5. a fourth coordinator is added with `quiver admin add-coordinator`, catches up and serves,
      and is removed again with `remove-coordinator`;
@@ -197,6 +199,39 @@ def test_cluster_scenario(cluster):
     c.restart("node-3")
     wait_for("identical replicas", lambda: replicas_identical(c, shards=12), timeout=30)
 
+    # 3b. partition the node that leads the most shards from the other nodes (not from the
+    #     coordinators): the others elect leaders; writes and reads go on, and a read right after
+    #     a write (through another coordinator) always sees it: no stale read from the old leader.
+    leaders: dict[str, int] = {}
+    for r in json.loads(c.admin("status", "--json"))["replicas"]:
+        if r["leader"]:
+            leaders[r["node"]] = leaders.get(r["node"], 0) + 1
+    victim = max(leaders, key=leaders.get)
+    port = lambda name: c.spec(name)["addr"].rsplit(":", 1)[1]  # noqa: E731
+    rules = [["INPUT", "-p", "udp", "--sport", port(other), "--dport", port(victim), "-j", "DROP"]
+             for other in ("node-1", "node-2", "node-3") if other != victim]
+    rules += [["INPUT", "-p", "udp", "--sport", port(victim), "--dport", r[4], "-j", "DROP"] for r in rules]
+    for rule in rules:
+        subprocess.run(["iptables", "-I", *rule], check=True)
+    try:
+        cut_at = time.time()
+        writer, reader = client(c.http_endpoint(1), retries=5), client(c.http_endpoint(2), retries=5)
+        cut = vectors("x", 40, seed=5)
+        for key, vector in cut.items():
+            writer.put_vectors(vectorBucketName="books", indexName="pages",
+                               vectors=[{"key": key, "data": {"float32": vector}}])
+            got = reader.get_vectors(vectorBucketName="books", indexName="pages", keys=[key])["vectors"]
+            assert [v["key"] for v in got] == [key], f"stale read of {key} during the partition"
+        data.update(cut)
+        print(f"{victim} (leading {leaders[victim]} shards) partitioned from the other nodes: "
+              f"40 write+read pairs in {time.time() - cut_at:.1f}s")
+    finally:
+        for rule in rules:
+            subprocess.run(["iptables", "-D", *rule], check=True)
+    wait_for("identical replicas after the partition healed",
+             lambda: replicas_identical(c, shards=12), timeout=30)
+    assert get_keys(retrying, "books", "pages", list(data)) == set(data)
+
     # 4. whole-cluster kill -9 and restart.
     for p in c.load_state()["processes"]:
         c.kill(p["name"])
@@ -317,4 +352,7 @@ def test_metrics_and_health(cluster):
         with urllib.request.urlopen(c.http_endpoint(i) + "/health", timeout=5) as r:
             assert r.status == 200
     with urllib.request.urlopen(c.spec("node-1")["http"] + "/metrics", timeout=5) as r:
-        assert "quiver_node_shards" in r.read().decode()
+        text = r.read().decode()
+    for metric in ("quiver_node_shards", "quiver_node_shard_leaders", "quiver_node_replication_lag_entries",
+                   "quiver_node_shard_raft_terms", "quiver_node_snapshots_installed"):
+        assert f'{metric}{{node="node-1"}}' in text, text

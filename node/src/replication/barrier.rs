@@ -8,6 +8,7 @@
 //! is answered by it: under load, one round per round-trip serves any number of reads.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use quiver_proto::{NodeError, ShardId};
@@ -33,15 +34,23 @@ pub type FatalHook = Box<dyn Fn(String) + Send + Sync>;
 pub struct ReadBarrier {
     shard: ShardId,
     raft: ShardRaft,
+    /// How long a round may take: the group's longest election timeout.
+    round_timeout_ms: u64,
     state: Mutex<State>,
     on_fatal: FatalHook,
 }
 
 impl ReadBarrier {
-    pub fn new(shard: ShardId, raft: ShardRaft, on_fatal: FatalHook) -> Arc<ReadBarrier> {
+    pub fn new(
+        shard: ShardId,
+        raft: ShardRaft,
+        round_timeout_ms: u64,
+        on_fatal: FatalHook,
+    ) -> Arc<ReadBarrier> {
         Arc::new(ReadBarrier {
             shard,
             raft,
+            round_timeout_ms: round_timeout_ms,
             state: Mutex::new(State::default()),
             on_fatal,
         })
@@ -87,7 +96,15 @@ impl ReadBarrier {
     }
 
     async fn round(&self) -> Result<(), NodeError> {
-        match self.raft.ensure_linearizable().await {
+        // A leader cut off from its followers cannot confirm its leadership; by the time the
+        // round has waited an election timeout, the others may have elected a new leader:
+        // answer, so the caller tries them instead of waiting for the RPCs to time out.
+        let patience = Duration::from_millis(self.round_timeout_ms);
+        let Ok(result) = tokio::time::timeout(patience, self.raft.ensure_linearizable()).await
+        else {
+            return Err(NodeError::ShardUnavailable(self.shard));
+        };
+        match result {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
                 Err(NodeError::NotLeader {

@@ -9,6 +9,7 @@
 //! applied state is persisted, so the log is never purged past what the store says it applied.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -64,6 +65,13 @@ pub struct MachinePaths {
     pub trash_root: PathBuf,
 }
 
+/// Snapshots built and installed on this node (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct SnapshotCounters {
+    pub snapshots_built: AtomicU64,
+    pub snapshots_installed: AtomicU64,
+}
+
 /// Called after every applied batch of entries (the shard actor checks its FAISS maintenance).
 pub type AppliedHook = Arc<dyn Fn() + Send + Sync>;
 
@@ -76,6 +84,7 @@ pub struct ShardMachine {
     /// Serializes publishing a snapshot as current (builders run beside the machine).
     publish: Arc<Mutex<()>>,
     on_applied: AppliedHook,
+    counters: Arc<SnapshotCounters>,
 }
 
 impl ShardMachine {
@@ -84,6 +93,7 @@ impl ShardMachine {
     pub fn new(
         shard: SharedShard,
         paths: MachinePaths,
+        counters: Arc<SnapshotCounters>,
         on_applied: AppliedHook,
     ) -> Result<ShardMachine, StorageError> {
         let state = AppliedState::decode(shard.read().raft_state())
@@ -97,6 +107,7 @@ impl ShardMachine {
             receiving: None,
             publish: Arc::new(Mutex::new(())),
             on_applied,
+            counters,
         })
     }
 }
@@ -181,6 +192,7 @@ impl RaftStateMachine<ShardTypeConfig> for ShardMachine {
             state: self.state.clone(),
             snapshots: self.paths.snapshots.clone(),
             publish: self.publish.clone(),
+            counters: self.counters.clone(),
         }
     }
 
@@ -235,6 +247,9 @@ impl RaftStateMachine<ShardTypeConfig> for ShardMachine {
         .map_err(error)?;
         tracing::info!(shard = %self.shard.read().spec().id, snapshot = %meta.snapshot_id, "installed a snapshot from the leader");
         self.state = state;
+        self.counters
+            .snapshots_installed
+            .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -341,6 +356,7 @@ pub struct ShardSnapshotBuilder {
     state: AppliedState,
     snapshots: PathBuf,
     publish: Arc<Mutex<()>>,
+    counters: Arc<SnapshotCounters>,
 }
 
 impl RaftSnapshotBuilder<ShardTypeConfig> for ShardSnapshotBuilder {
@@ -378,6 +394,9 @@ impl RaftSnapshotBuilder<ShardTypeConfig> for ShardSnapshotBuilder {
         let file = tokio::fs::File::open(&path)
             .await
             .map_err(|e| error(any(e)))?;
+        self.counters
+            .snapshots_built
+            .fetch_add(1, Ordering::Relaxed);
         Ok(Snapshot {
             meta,
             snapshot: Box::new(file),
