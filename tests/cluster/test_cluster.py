@@ -23,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -164,14 +165,26 @@ def test_cluster_scenario(cluster):
              lambda: sorted(x["role"] for x in status(c, coordinator=leader)["coordinators"]) == ["follower", "follower", "leader"],
              timeout=15)
 
-    # 3. kill -9 a node: its shards fail over to the replicas on the other two.
+    # 3. kill -9 a node under a continuous write + query load: its shards fail over to the
+    #    replicas on the other two.
+    load = Load(c, data[probe_key])
+    load.start()
+    time.sleep(3)
     c.kill("node-2")
     killed_at = time.time()
+    time.sleep(12)
+    load.stop()
+    late_failures = [(t - killed_at, e) for t, e in load.failures if t >= killed_at + 5]
+    assert not late_failures, f"requests issued 5 s or more after the kill failed: {late_failures[:5]}"
+    assert load.acknowledged, "the load wrote nothing"
+    print(f"load during the kill: {len(load.acknowledged)} puts acknowledged, {load.queries} queries, "
+          f"{len(load.failures)} failures, all in the first "
+          f"{max([t - killed_at for t, _ in load.failures], default=0):.1f}s after the kill")
+    data.update(load.acknowledged)
     sdk = client(c.http_endpoint(1), retries=5)
     during = vectors("d", 60, seed=4)
     put_all(sdk, "books", "pages", during)
     data.update(during)
-    print(f"writes succeed again {time.time() - killed_at:.1f}s after kill -9 of node-2")
     assert get_keys(sdk, "books", "pages", list(data)) == set(data)
     hits = sdk.query_vectors(vectorBucketName="books", indexName="pages", topK=1,
                              queryVector={"float32": data["d-5"]})["vectors"]
@@ -324,6 +337,53 @@ def test_cluster_scenario(cluster):
         for p in intruders:
             p.kill()
             p.wait()
+
+
+class Load:
+    """Two threads through different coordinators (the SDK's own retries allowed): one writes a
+    new key per request, one queries. Records every acknowledged put and every failure with
+    the time its request was issued."""
+
+    def __init__(self, c: local_cluster.Cluster, probe: list[float]) -> None:
+        self.writer, self.reader = client(c.http_endpoint(1), retries=3), client(c.http_endpoint(3), retries=3)
+        self.probe = probe
+        self.acknowledged: dict[str, list[float]] = {}
+        self.failures: list[tuple[float, str]] = []
+        self.queries = 0
+        self.done = threading.Event()
+        self.threads = [threading.Thread(target=self.put_loop), threading.Thread(target=self.query_loop)]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def stop(self) -> None:
+        self.done.set()
+        for t in self.threads:
+            t.join()
+
+    def put_loop(self) -> None:
+        rng, n = np.random.default_rng(7), 0
+        while not self.done.is_set():
+            key, vector = f"load-{n}", [float(x) for x in rng.normal(size=DIM).astype(np.float32)]
+            n += 1
+            issued = time.time()
+            try:
+                self.writer.put_vectors(vectorBucketName="books", indexName="pages",
+                                        vectors=[{"key": key, "data": {"float32": vector}}])
+                self.acknowledged[key] = vector
+            except Exception as e:  # noqa: BLE001 - every failure is recorded and asserted on
+                self.failures.append((issued, f"put: {e}"))
+
+    def query_loop(self) -> None:
+        while not self.done.is_set():
+            issued = time.time()
+            try:
+                self.reader.query_vectors(vectorBucketName="books", indexName="pages", topK=3,
+                                          queryVector={"float32": self.probe})
+                self.queries += 1
+            except Exception as e:  # noqa: BLE001
+                self.failures.append((issued, f"query: {e}"))
 
 
 def replicas_identical(c: local_cluster.Cluster, shards: int) -> bool:

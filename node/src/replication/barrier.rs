@@ -50,7 +50,7 @@ impl ReadBarrier {
         Arc::new(ReadBarrier {
             shard,
             raft,
-            round_timeout_ms: round_timeout_ms,
+            round_timeout_ms,
             state: Mutex::new(State::default()),
             on_fatal,
         })
