@@ -48,8 +48,8 @@ def measure(rf: int, args, workdir: Path) -> dict:
         result = {
             "replication_factor": rf,
             "ingest_vectors_per_s": out["ingest_vectors_per_s"],
-            "put": out["operations"].get("put", {}),
-            "query": out["operations"].get("query", {}),
+            "put": out["operations"].get("PutVectors", {}),
+            "query": out["operations"].get("QueryVectors", {}),
             "duration_s": out["duration_s"],
             "recall": out["recall"]["plain"],
             "errors": out["non_throttling_errors"],

@@ -298,7 +298,9 @@ impl DataPlane {
 
     /// Creates every replica of every shard of a new index (idempotent on the node side). A
     /// shard is created once a majority of its replicas is: the group can elect and commit, and
-    /// a replica whose node was unreachable is created from that node's assignments later.
+    /// a replica whose node was unreachable is created from that node's assignments later. The
+    /// bootstrap replica (which starts the group and asks the others for votes) is created after
+    /// the others, so its first election finds them and the group has a leader at once.
     pub async fn create_shards(
         &self,
         index: &IndexRecord,
@@ -306,15 +308,22 @@ impl DataPlane {
     ) -> Result<(), ApiError> {
         let shards = index.shards.iter().map(|placement| async move {
             let spec = index.shard_spec(placement);
-            let results = futures::future::join_all(placement.replicas.iter().map(|replica| {
-                self.call(
-                    &replica.node,
-                    request_id,
-                    RPC_TIMEOUT,
-                    NodeRequest::CreateShard(spec.clone()),
-                )
-            }))
+            let bootstrap = spec.bootstrap_replica();
+            let create = |node: String| {
+                let request = NodeRequest::CreateShard(spec.clone());
+                async move { self.call(&node, request_id, RPC_TIMEOUT, request).await }
+            };
+            let (others, first): (Vec<_>, Vec<_>) = placement
+                .replicas
+                .iter()
+                .partition(|replica| Some(replica.id) != bootstrap);
+            let mut results = futures::future::join_all(
+                others.iter().map(|replica| create(replica.node.clone())),
+            )
             .await;
+            for replica in first {
+                results.push(create(replica.node.clone()).await);
+            }
             let created = results.iter().filter(|result| result.is_ok()).count();
             if created * 2 > results.len() {
                 return Ok(());
