@@ -13,6 +13,8 @@ have_cmd make || need+=(make)
 have_cmd pkg-config || need+=(pkg-config)
 have_pkg libopenblas-dev || need+=(libopenblas-dev)
 have_cmd cmake || need+=(cmake)
+# The cluster test cuts a node off with iptables rules on loopback ports.
+have_cmd iptables || [ -x /usr/sbin/iptables ] || need+=(iptables)
 have_cmd python3 || need+=(python3)
 if have_cmd python3 && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     need+=(python3-venv)

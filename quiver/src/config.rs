@@ -425,6 +425,14 @@ impl RoleConfig for NodeConfig {
 mod tests {
     use super::*;
 
+    /// Serializes the tests that read `QUIVER_*` variables with the ones that set them (in a
+    /// figment `Jail`): the environment is one per process, and tests run on parallel threads.
+    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn env_lock() -> std::sync::MutexGuard<'static, ()> {
+        ENV.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn template(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../deploy")
@@ -433,6 +441,7 @@ mod tests {
 
     #[test]
     fn the_templates_parse_and_validate() {
+        let _env = env_lock();
         let coordinator = CoordinatorConfig::load(&template("coordinator.example.toml"))
             .expect("coordinator template");
         assert_eq!(coordinator.id, 1);
@@ -443,6 +452,7 @@ mod tests {
 
     #[test]
     fn bad_configs_get_clear_errors() {
+        let _env = env_lock();
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");
         let base = std::fs::read_to_string(template("coordinator.example.toml")).expect("read");
@@ -460,6 +470,7 @@ mod tests {
 
     #[test]
     fn peers_may_be_named_by_host_name() {
+        let _env = env_lock();
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");
         let base = std::fs::read_to_string(template("coordinator.example.toml")).expect("read");
@@ -537,6 +548,7 @@ mod tests {
 
     #[test]
     fn later_files_override_earlier_ones() {
+        let _env = env_lock();
         let dir = tempfile::tempdir().expect("tempdir");
         let secrets = dir.path().join("join-token.toml");
         std::fs::write(&secrets, "join_token = \"from-the-second-file-0123\"\n").expect("write");
@@ -562,6 +574,7 @@ mod tests {
     #[test]
     #[allow(clippy::result_large_err)] // figment's test harness decides the closure's type
     fn the_compose_configs_validate_with_their_overrides() {
+        let _env = env_lock();
         figment::Jail::expect_with(|jail| {
             jail.create_file("join-token.toml", "join_token = \"0123456789abcdef0123\"")?;
             let token = jail.directory().join("join-token.toml");
@@ -587,6 +600,7 @@ mod tests {
     #[test]
     #[allow(clippy::result_large_err)] // figment's test harness decides the closure's type
     fn environment_overrides_the_file() {
+        let _env = env_lock();
         figment::Jail::expect_with(|jail| {
             jail.set_env("QUIVER_HTTP_LISTEN", "127.0.0.1:9999");
             jail.set_env("QUIVER_TLS__NAME", "from-env");
