@@ -38,10 +38,6 @@ impl NodeDirectory {
         *self.addrs.write() = nodes.into_iter().collect();
     }
 
-    pub fn insert(&self, node: String, addr: String) {
-        self.addrs.write().insert(node, addr);
-    }
-
     pub fn addr(&self, node: &str) -> Option<String> {
         self.addrs.read().get(node).cloned()
     }
