@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,9 +12,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use quiver_net::server::RpcService;
 use quiver_net::tls::{Role, Roles};
 use quiver_net::Transport;
-use quiver_proto::{
-    NodeError, NodeRequest, NodeResponse, ReplicaId, ReplicaStatus, ShardId, ShardSpec,
-};
+use quiver_proto::{NodeError, NodeRequest, NodeResponse, ReplicaId, ShardId, ShardSpec};
 use ractor::ActorRef;
 use tokio::sync::Semaphore;
 
@@ -29,43 +26,17 @@ use crate::supervisor::{
     SupervisorMsg,
 };
 
+mod identity;
+mod status;
+
+pub use status::ReplicationSummary;
+
 /// Largest `limit` a List request may ask for.
 pub const MAX_LIST_LIMIT: u32 = 10_000;
 /// Largest `top_k` a Search request may ask for.
 pub const MAX_TOP_K: u32 = 10_000;
 /// Most shards one SearchShards request may name.
 pub const MAX_SHARDS_PER_SEARCH: usize = 1_024;
-
-/// Writes `contents` to `path` so that a crash leaves either nothing or all of it: a temporary
-/// file, fsynced, renamed, and the directory fsynced.
-fn write_durably(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
-/// The node's incarnation: chosen at random when its data directory is first used, and kept
-/// (`<data-dir>/incarnation`). A node whose disk was lost comes back with a new one.
-fn load_incarnation(data_dir: &Path) -> std::io::Result<u128> {
-    let path = data_dir.join("incarnation");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => u128::from_str_radix(text.trim(), 16)
-            .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let incarnation: u128 = rand::random();
-            write_durably(&path, format!("{incarnation:032x}").as_bytes())?;
-            Ok(incarnation)
-        }
-        Err(e) => Err(e),
-    }
-}
 
 /// Node-wide limits.
 #[derive(Debug, Clone)]
@@ -101,23 +72,6 @@ pub struct NodeService {
     admission: Semaphore,
     /// When each hosted shard was opened by this process (see [`NodeService::reconcile`]).
     opened_at: parking_lot::Mutex<HashMap<ShardId, Instant>>,
-}
-
-/// The node's replicas in numbers, for `/metrics`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReplicationSummary {
-    /// Shard replicas open here.
-    pub replicas: u64,
-    /// Of those, the ones that lead their group.
-    pub leaders: u64,
-    /// On the groups led here: the largest number of entries a follower is behind.
-    pub max_lag: u64,
-    /// The sum of the replicas' Raft terms: it grows by one with every election a group here
-    /// takes part in.
-    pub terms: u64,
-    /// Snapshots built and installed by the replicas here since the node started.
-    pub snapshots_built: u64,
-    pub snapshots_installed: u64,
 }
 
 /// What [`NodeService::reconcile`] changed.
@@ -157,7 +111,7 @@ impl NodeService {
             move |source| NodeStartError::Io { path, source }
         };
         std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
-        let incarnation = load_incarnation(data_dir).map_err(io(data_dir))?;
+        let incarnation = identity::load_incarnation(data_dir).map_err(io(data_dir))?;
         let registry = Arc::new(Registry::default());
         let replication = Arc::new(ReplicationContext {
             node_id: identity.node_id,
@@ -260,28 +214,6 @@ impl NodeService {
         ids
     }
 
-    /// Checks that assignments come from the cluster this node belongs to: the first cluster id
-    /// seen is written (fsynced) to `<data-dir>/cluster-id`; another id later is refused, so a
-    /// node pointed at a new or wrong control plane never drops the shards it holds.
-    pub fn check_cluster(&self, cluster_id: u128) -> Result<(), NodeError> {
-        let path = self.data_dir.join("cluster-id");
-        let storage = |e: std::io::Error| NodeError::Storage(format!("{}: {e}", path.display()));
-        let wanted = format!("{cluster_id:032x}");
-        match std::fs::read_to_string(&path) {
-            Ok(existing) if existing.trim() == wanted => Ok(()),
-            Ok(existing) => Err(NodeError::InvalidRequest(format!(
-                "this node belongs to cluster {}, but the control plane is cluster {wanted}",
-                existing.trim()
-            ))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                write_durably(&path, wanted.as_bytes()).map_err(storage)?;
-                tracing::info!(cluster = %wanted, "joined a cluster");
-                Ok(())
-            }
-            Err(e) => Err(storage(e)),
-        }
-    }
-
     /// Makes the hosted shards match `assigned`, the control plane's list for this node as read
     /// at or after `asked_at`: creates the missing ones and drops the ones not listed.
     ///
@@ -368,103 +300,6 @@ impl NodeService {
         .await
         .map_err(|e| NodeError::Storage(e.to_string()))?
         .map_err(|e| NodeError::Storage(format!("removing shard {id}: {e}")))
-    }
-
-    /// This node's replica of `id`: its Raft view, its record count, and with `digest` a digest
-    /// of its records (which reads every record: for operators and tests, not for hot paths).
-    pub async fn replica_status(
-        &self,
-        id: ShardId,
-        digest: bool,
-    ) -> Result<ReplicaStatus, NodeError> {
-        let ready = self.ready(id)?;
-        let metrics = ready.raft.metrics().borrow().clone();
-        let state = ready.state.clone();
-        let (vectors, digest) = tokio::task::spawn_blocking(move || {
-            let shard = state.read();
-            (shard.len(), digest.then(|| shard.digest()))
-        })
-        .await
-        .map_err(|e| NodeError::Storage(format!("digest task failed: {e}")))?;
-        let last_log = metrics.last_log_index;
-        let lag = metrics
-            .replication
-            .iter()
-            .flatten()
-            .filter(|(replica, _)| **replica != ready.replica.0)
-            .map(|(replica, matched)| {
-                let matched = matched.map(|log_id| log_id.index + 1).unwrap_or(0);
-                let last = last_log.map(|index| index + 1).unwrap_or(0);
-                (*replica, last.saturating_sub(matched))
-            })
-            .collect();
-        Ok(ReplicaStatus {
-            shard: id,
-            replica: ready.replica,
-            node: self.replication.node_id.clone(),
-            is_leader: metrics.current_leader == Some(ready.replica.0),
-            leader: metrics.current_leader,
-            term: metrics.current_term,
-            last_log,
-            applied: metrics.last_applied.map(|log_id| log_id.index),
-            purged: metrics.purged.map(|log_id| log_id.index),
-            snapshot: metrics.snapshot.map(|log_id| log_id.index),
-            lag,
-            vectors,
-            digest,
-        })
-    }
-
-    /// The numbers `/metrics` shows, from every open replica's Raft metrics (no record read).
-    pub fn replication_summary(&self) -> ReplicationSummary {
-        let mut summary = ReplicationSummary {
-            snapshots_built: self
-                .replication
-                .counters
-                .snapshots_built
-                .load(Ordering::Relaxed),
-            snapshots_installed: self
-                .replication
-                .counters
-                .snapshots_installed
-                .load(Ordering::Relaxed),
-            ..ReplicationSummary::default()
-        };
-        let ready: Vec<ReadyShard> = self
-            .registry
-            .shards
-            .read()
-            .values()
-            .filter_map(|(_, slot)| match slot {
-                ShardSlot::Ready(ready) => Some(ready.clone()),
-                ShardSlot::Unavailable => None,
-            })
-            .collect();
-        for shard in ready {
-            let metrics = shard.raft.metrics().borrow().clone();
-            summary.replicas += 1;
-            summary.terms += metrics.current_term;
-            if metrics.current_leader == Some(shard.replica.0) {
-                summary.leaders += 1;
-                let last = metrics.last_log_index.map_or(0, |i| i + 1);
-                for matched in metrics.replication.iter().flat_map(|r| r.values()) {
-                    let matched = matched.map_or(0, |log_id| log_id.index + 1);
-                    summary.max_lag = summary.max_lag.max(last.saturating_sub(matched));
-                }
-            }
-        }
-        summary
-    }
-
-    /// [`NodeService::replica_status`] of every open replica here.
-    pub async fn replicas(&self, digests: bool) -> Vec<ReplicaStatus> {
-        let mut out = Vec::new();
-        for id in self.shard_ids() {
-            if let Ok(status) = self.replica_status(id, digests).await {
-                out.push(status);
-            }
-        }
-        out
     }
 
     /// Removes a dropped replica's Raft log and snapshot files.
