@@ -50,8 +50,9 @@ cluster-test: deps
 	QUIVER_BIN=$(CARGO_TARGET_DIR)/debug/quiver QUIVER_TESTS=tests/cluster tests/api/run.sh -s
 
 ## Everything CI runs: formatting, lints, Rust tests, the end-to-end API suite with boto3, the
-## multi-process cluster test, and short benchmark and load runs.
-test: lint unit api cluster-test deploy-test bench-smoke load-smoke
+## multi-process cluster test, the offline deployment checks, the compose scenario in containers
+## (from the debug binary), and short benchmark and load runs.
+test: lint unit api cluster-test deploy-test compose-smoke chaos-smoke bench-smoke load-smoke
 
 ## Benchmarks and load (quiver-chaos, see chaos/README.md). Reports (JSON, SVG plots) land in $(CARGO_TARGET_DIR)/quiver-chaos-*.
 .PHONY: bench bench-smoke load load-smoke
@@ -80,6 +81,29 @@ bench-replication: deps
 	scripts/bench_replication.py --quiver-bin $(CARGO_TARGET_DIR)/release/quiver \
 	  --chaos-bin $(CHAOS_RELEASE) --report $(CARGO_TARGET_DIR)/quiver-bench-replication.json
 
+## Chaos (quiver-chaos chaos, see chaos/README.md): a fresh 3+3 cluster with RF 3, faults on a
+## seeded schedule under load, a history checked for lost, resurrected, phantom and stale data.
+## CHAOS_ARGS adds or overrides flags (e.g. --seed 7, --nemesis kill=1, --concurrent-faults 2).
+.PHONY: chaos chaos-smoke
+CHAOS_DIR = $(CARGO_TARGET_DIR)/quiver-chaos
+CHAOS_ARGS ?=
+chaos: deps
+	cargo build --release -p quiver -p quiver-chaos
+	$(CHAOS_RELEASE) chaos --duration 600 --quiver-bin $(CARGO_TARGET_DIR)/release/quiver \
+	  --cluster-dir $(CHAOS_DIR)/cluster --report $(CHAOS_DIR)/chaos.json $(CHAOS_ARGS)
+
+## About two minutes, in `make test`: every default fault kind once or more on RF 3 (must find no
+## violation), then disk loss on an index without replication (must find the lost writes).
+chaos-smoke: deps
+	cargo build -p quiver -p quiver-chaos
+	$(CHAOS_DEBUG) chaos --duration 75 --seed 11 --gap 1..3 --hold 4..7 \
+	  --quiver-bin $(CARGO_TARGET_DIR)/debug/quiver --cluster-dir $(CHAOS_DIR)/smoke-cluster \
+	  --report $(CHAOS_DIR)/smoke.json
+	$(CHAOS_DEBUG) chaos --duration 20 --seed 12 --nemesis wipe --replication-factor 1 \
+	  --gap 3..4 --hold 4..5 --recovery-timeout 20 --expect-lost \
+	  --quiver-bin $(CARGO_TARGET_DIR)/debug/quiver --cluster-dir $(CHAOS_DIR)/smoke-cluster \
+	  --report $(CHAOS_DIR)/smoke-wipe.json
+
 ## Closed-loop load with the default mix against a release server (override with LOAD_ARGS).
 LOAD_ARGS ?= --clients 64 --duration 30 --count 50000 --dimension 128
 load: deps
@@ -104,8 +128,8 @@ deploy-test: deps
 
 ## Containers (deploy/docker, deploy/compose): an image FROM scratch built from the release
 ## binary (nothing pulled), and a 3-coordinator + 3-node compose cluster on its own network with
-## the API on http://127.0.0.1:18277-18279. compose-test is not part of `make test`.
-.PHONY: image compose-up compose-down compose-test
+## the API on http://127.0.0.1:18277-18279. `make test` runs compose-smoke (below).
+.PHONY: image compose-up compose-down compose-test compose-smoke
 COMPOSE = docker-compose -p quiver -f deploy/compose/docker-compose.yml
 
 image: build
@@ -127,3 +151,10 @@ compose-down:
 ## disconnected node, every acknowledged write readable after healing. Tears down whatever happens.
 compose-test: image
 	QUIVER_TESTS=tests/compose tests/api/run.sh -s
+
+## The same compose scenario on an image of the debug binary (tag quiver:ci), so CI builds the
+## workspace once: `make test` runs this. Needs a running Docker engine.
+compose-smoke: deps
+	cargo build -p quiver --bin quiver
+	deploy/docker/build-image.sh $(CARGO_TARGET_DIR)/debug/quiver ci
+	QUIVER_TAG=ci QUIVER_TESTS=tests/compose tests/api/run.sh -s

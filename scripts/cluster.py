@@ -164,8 +164,11 @@ class Cluster:
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self.state_file)
 
-    def launch(self, name: str) -> dict:
-        spec = self.spec(name)
+    def launch(self, name: str, fresh: bool = False) -> dict:
+        # `restart` keeps a process's recorded layout (ports, paths) whatever arguments this
+        # invocation was given; `start` (fresh) has just written the configs from them.
+        saved = {} if fresh else {p["name"]: p for p in self.load_state()["processes"]}
+        spec = {k: v for k, v in saved[name].items() if k != "pid"} if name in saved else self.spec(name)
         log = open(spec["log"], "ab")
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info"), **self.extra_env}
         proc = subprocess.Popen(
@@ -179,13 +182,14 @@ class Cluster:
     def start(self, wait: bool = True) -> dict:
         self.prepare()
         state = {
-            "processes": [self.launch(n) for n in [*self.coordinator_names(), *self.node_names()]],
+            "processes": [self.launch(n, fresh=True) for n in [*self.coordinator_names(), *self.node_names()]],
             "endpoints": [self.http_endpoint(i) for i in range(1, self.coordinators + 1)],
             "access_key_id": "quiverdev",
             "secret_access_key": "quiverdevsecret",
             "region": "us-east-1",
             "tls_dir": str(self.tls),
             "admin_cert": "admin",
+            "binary": str(self.binary),
         }
         self.save_state(state)
         if wait:

@@ -16,6 +16,9 @@ have_cmd cmake || need+=(cmake)
 # The cluster test cuts a node off with iptables rules on loopback ports.
 have_cmd iptables || [ -x /usr/sbin/iptables ] || need+=(iptables)
 have_cmd python3 || need+=(python3)
+# The container scenario (make compose-smoke) builds a local image and runs docker-compose 1.x.
+have_cmd docker || need+=(docker.io)
+have_cmd docker-compose || need+=(docker-compose)
 if have_cmd python3 && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     need+=(python3-venv)
 fi

@@ -6,6 +6,7 @@
 //! the async shell.
 
 pub mod bench;
+pub mod chaos;
 pub mod client;
 pub mod dataset;
 pub mod exact;

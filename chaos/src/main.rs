@@ -1,4 +1,4 @@
-//! The `quiver-chaos` binary: `load` and `bench`.
+//! The `quiver-chaos` binary: `load`, `bench` and `chaos`.
 
 use clap::{Parser, Subcommand};
 
@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "quiver-chaos",
     version,
-    about = "Quiver test-harness tools: load generator and benchmark"
+    about = "Quiver test-harness tools: load generator, benchmark and chaos checker"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -20,6 +20,9 @@ enum Command {
     Load(quiver_chaos::load::LoadArgs),
     /// Compare raw in-process FAISS with Quiver end to end on the same data.
     Bench(quiver_chaos::bench::BenchArgs),
+    /// Break a local cluster on a seeded schedule under load, record the history and check
+    /// that nothing acknowledged was lost, resurrected, invented or read stale.
+    Chaos(quiver_chaos::chaos::ChaosArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,6 +35,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Load(args) => quiver_chaos::load::run(args).await,
             Command::Bench(args) => quiver_chaos::bench::run(args).await,
+            Command::Chaos(args) => quiver_chaos::chaos::run(args).await,
         }
     })?;
     if !passed {
