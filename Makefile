@@ -84,7 +84,7 @@ bench-replication: deps
 ## Chaos (quiver-chaos chaos, see chaos/README.md): a fresh 3+3 cluster with RF 3, faults on a
 ## seeded schedule under load, a history checked for lost, resurrected, phantom and stale data.
 ## CHAOS_ARGS adds or overrides flags (e.g. --seed 7, --nemesis kill=1, --concurrent-faults 2).
-.PHONY: chaos chaos-smoke
+.PHONY: chaos chaos-compose chaos-smoke
 CHAOS_DIR = $(CARGO_TARGET_DIR)/quiver-chaos
 CHAOS_ARGS ?=
 chaos: deps
@@ -92,9 +92,16 @@ chaos: deps
 	$(CHAOS_RELEASE) chaos --duration 600 --quiver-bin $(CARGO_TARGET_DIR)/release/quiver \
 	  --cluster-dir $(CHAOS_DIR)/cluster --report $(CHAOS_DIR)/chaos.json $(CHAOS_ARGS)
 
-## About two minutes, in `make test`: every default fault kind once or more on RF 3 (must find no
-## violation), then disk loss on an index without replication (must find the lost writes).
-chaos-smoke: deps
+## The same on the container cluster (deploy/compose, image quiver:latest from `make image`):
+## faults through the container engine.
+chaos-compose: image
+	cargo build --release -p quiver-chaos
+	$(CHAOS_RELEASE) chaos --target compose --duration 600 --report $(CHAOS_DIR)/chaos-compose.json $(CHAOS_ARGS)
+
+## About four minutes, in `make test`: the default fault mix on RF 3 (no violation allowed), then
+## disk loss on an index without replication (the lost writes must be found), then the default
+## mix on the container cluster (image quiver:ci of the debug binary).
+chaos-smoke: deps image-ci
 	cargo build -p quiver -p quiver-chaos
 	$(CHAOS_DEBUG) chaos --duration 75 --seed 11 --gap 1..3 --hold 4..7 \
 	  --quiver-bin $(CARGO_TARGET_DIR)/debug/quiver --cluster-dir $(CHAOS_DIR)/smoke-cluster \
@@ -103,6 +110,8 @@ chaos-smoke: deps
 	  --gap 3..4 --hold 4..5 --recovery-timeout 20 --expect-lost \
 	  --quiver-bin $(CARGO_TARGET_DIR)/debug/quiver --cluster-dir $(CHAOS_DIR)/smoke-cluster \
 	  --report $(CHAOS_DIR)/smoke-wipe.json
+	$(CHAOS_DEBUG) chaos --target compose --image-tag ci --duration 45 --seed 13 --gap 1..3 \
+	  --hold 4..7 --report $(CHAOS_DIR)/smoke-compose.json
 
 ## Closed-loop load with the default mix against a release server (override with LOAD_ARGS).
 LOAD_ARGS ?= --clients 64 --duration 30 --count 50000 --dimension 128
@@ -129,7 +138,7 @@ deploy-test: deps
 ## Containers (deploy/docker, deploy/compose): an image FROM scratch built from the release
 ## binary (nothing pulled), and a 3-coordinator + 3-node compose cluster on its own network with
 ## the API on http://127.0.0.1:18277-18279. `make test` runs compose-smoke (below).
-.PHONY: image compose-up compose-down compose-test compose-smoke
+.PHONY: image image-ci compose-up compose-down compose-test compose-smoke
 COMPOSE = docker-compose -p quiver -f deploy/compose/docker-compose.yml
 
 image: build
@@ -154,7 +163,9 @@ compose-test: image
 
 ## The same compose scenario on an image of the debug binary (tag quiver:ci), so CI builds the
 ## workspace once: `make test` runs this. Needs a running Docker engine.
-compose-smoke: deps
+compose-smoke: image-ci
+	QUIVER_TAG=ci QUIVER_TESTS=tests/compose tests/api/run.sh -s
+
+image-ci: deps
 	cargo build -p quiver --bin quiver
 	deploy/docker/build-image.sh $(CARGO_TARGET_DIR)/debug/quiver ci
-	QUIVER_TAG=ci QUIVER_TESTS=tests/compose tests/api/run.sh -s

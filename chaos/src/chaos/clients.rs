@@ -518,9 +518,10 @@ pub async fn final_reads(
         let outcomes = futures::future::join_all(round.iter().map(|target| {
             let coordinator = attempt.fetch_add(1, Ordering::Relaxed) % shared.clients.len();
             let keys = vec![(target.key.clone(), String::new())];
-            let op = shared
-                .recorder
-                .invoke(u32::MAX, coordinator, OpKind::Probe, Phase::Final, keys);
+            let op =
+                shared
+                    .recorder
+                    .invoke(u32::MAX, coordinator, OpKind::Probe, Phase::Final, keys);
             async move {
                 let result = w
                     .probe(&shared.clients[coordinator], target.vector_seed)

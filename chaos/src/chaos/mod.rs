@@ -8,6 +8,7 @@
 
 pub mod checker;
 pub mod clients;
+pub mod compose;
 pub mod history;
 pub mod nemesis;
 pub mod report;
@@ -25,9 +26,10 @@ use serde::Serialize;
 
 use self::checker::CheckReport;
 use self::clients::{Recorder, Shared, Workload};
+use self::compose::ComposeCluster;
 use self::history::{Fault, History};
 use self::nemesis::{Mix, Planned, ScheduleSettings};
-use self::target::{run_with_timeout, LocalCluster};
+use self::target::{run_with_timeout, LocalCluster, Target};
 use crate::client::{S3VectorsClient, DEV_ACCESS_KEY_ID, DEV_REGION, DEV_SECRET_ACCESS_KEY};
 
 /// How long `scripts/cluster.py start` may take.
@@ -35,8 +37,32 @@ const START_TIMEOUT: Duration = Duration::from_secs(180);
 /// Longest a run may ask for.
 const MAX_DURATION_S: u64 = 24 * 3600;
 
+/// The cluster a run breaks, shared by the nemeses.
+type SharedTarget = Arc<Mutex<Box<dyn Target>>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TargetKind {
+    /// Processes on this machine (`scripts/cluster.py`, the `make cluster` layout).
+    Local,
+    /// Containers of `deploy/compose` (`docker-compose`, image `quiver:<--image-tag>`).
+    Compose,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ChaosArgs {
+    /// Which cluster to break.
+    #[arg(long, value_enum, default_value = "local")]
+    pub target: TargetKind,
+    /// The compose file of `--target compose`.
+    #[arg(long, default_value = "deploy/compose/docker-compose.yml")]
+    pub compose_file: PathBuf,
+    /// The compose project of `--target compose` (without --attach it is replaced by a fresh
+    /// stack and removed at the end, volumes included).
+    #[arg(long, default_value = "quiver-chaos")]
+    pub compose_project: String,
+    /// Image tag of `--target compose` (`make image` builds `latest`).
+    #[arg(long, default_value = "latest")]
+    pub image_tag: String,
     /// Directory of the local cluster (`cluster.json`). Without --attach, a fresh cluster is
     /// started there (whatever the directory held is stopped and deleted) and stopped at the end.
     #[arg(long, default_value = "./quiver-chaos-cluster")]
@@ -59,8 +85,9 @@ pub struct ChaosArgs {
     pub replication_factor: u32,
     #[arg(long, default_value_t = 6)]
     pub shards_per_index: u32,
-    /// First HTTP port of the started cluster's coordinators (the cluster ports follow
-    /// --port-base + 1000 .. and the nodes' HTTP ports --port-base + 2000 ..).
+    /// First HTTP port of the coordinators (local: the cluster ports follow from
+    /// --port-base + 1000, the nodes' from + 1100, the nodes' HTTP ports from + 2000; compose:
+    /// the three published ports).
     #[arg(long, default_value_t = 38277)]
     pub port_base: u16,
     /// Seconds of faults under load (the final reads come after).
@@ -155,6 +182,9 @@ fn reproduce(args: &ChaosArgs, seed: u64) -> String {
         args.dimension,
         args.op_timeout
     );
+    if args.target == TargetKind::Compose {
+        line += &format!(" --target compose --image-tag {}", args.image_tag);
+    }
     if args.attach {
         line += &format!(" --attach --cluster-dir {}", args.cluster_dir.display());
     }
@@ -194,6 +224,48 @@ fn start_cluster(args: &ChaosArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn compose_cluster(args: &ChaosArgs) -> ComposeCluster {
+    ComposeCluster::new(
+        args.compose_file.clone(),
+        args.compose_project.clone(),
+        args.image_tag.clone(),
+        args.port_base,
+    )
+}
+
+/// Starts the cluster (unless --attach) and opens it.
+fn open_target(args: &ChaosArgs) -> anyhow::Result<Box<dyn Target>> {
+    Ok(match args.target {
+        TargetKind::Local => {
+            if !args.attach {
+                start_cluster(args)?;
+            }
+            Box::new(LocalCluster::attach(
+                &args.cluster_dir,
+                args.quiver_bin.as_deref(),
+            )?)
+        }
+        TargetKind::Compose => {
+            let cluster = compose_cluster(args);
+            if !args.attach {
+                cluster.up()?;
+            }
+            Box::new(cluster)
+        }
+    })
+}
+
+/// Stops a cluster this run started.
+fn close_target(args: &ChaosArgs) {
+    if args.attach {
+        return;
+    }
+    match args.target {
+        TargetKind::Local => stop_cluster(args),
+        TargetKind::Compose => compose_cluster(args).down(),
+    }
+}
+
 fn stop_cluster(args: &ChaosArgs) {
     if args.cluster_dir.join("cluster.json").exists() {
         let _ = run_with_timeout(
@@ -229,25 +301,31 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<bool> {
     let reproduce = reproduce(&args, seed);
     println!("chaos: seed {seed}; reproduce with:\n  {reproduce}");
 
-    if !args.attach {
-        let started = args.clone();
-        tokio::task::spawn_blocking(move || start_cluster(&started)).await??;
-    }
-    let cluster = LocalCluster::attach(&args.cluster_dir, args.quiver_bin.as_deref())?;
-    let cluster = Arc::new(Mutex::new(cluster));
+    let opened = {
+        let args = args.clone();
+        tokio::task::spawn_blocking(move || open_target(&args)).await?
+    };
+    let cluster: SharedTarget = match opened {
+        Ok(cluster) => Arc::new(Mutex::new(cluster)),
+        Err(e) => {
+            let args = args.clone();
+            tokio::task::spawn_blocking(move || close_target(&args)).await?;
+            return Err(e.context("starting the cluster"));
+        }
+    };
     let outcome = drive(&args, seed, &settings, &reproduce, cluster.clone()).await;
     // Whatever happened: undo every fault, then stop a cluster this run started.
     let healed = {
         let cluster = cluster.clone();
         tokio::task::spawn_blocking(move || {
             let mut cluster = cluster.lock().unwrap_or_else(|e| e.into_inner());
-            cluster.heal_all().map(|()| cluster.rules_in_place())
+            cluster.heal_all().map(|()| cluster.rules().len())
         })
         .await?
     };
-    if !args.attach {
-        let stopped = args.clone();
-        tokio::task::spawn_blocking(move || stop_cluster(&stopped)).await?;
+    {
+        let args = args.clone();
+        tokio::task::spawn_blocking(move || close_target(&args)).await?;
     }
     let passed = outcome?;
     match healed {
@@ -263,13 +341,12 @@ async fn drive(
     seed: u64,
     settings: &ScheduleSettings,
     reproduce: &str,
-    cluster: Arc<Mutex<LocalCluster>>,
+    cluster: SharedTarget,
 ) -> anyhow::Result<bool> {
     let endpoints = cluster
         .lock()
         .map_err(|_| anyhow::anyhow!("cluster lock poisoned"))?
-        .endpoints()
-        .to_vec();
+        .endpoints();
     let clients: Vec<S3VectorsClient> = endpoints
         .iter()
         .map(|e| {
@@ -465,7 +542,7 @@ async fn create_index(client: &S3VectorsClient, w: &Workload) -> anyhow::Result<
 }
 
 /// How many shards the index has, from `quiver admin status`.
-async fn shard_count(cluster: &Arc<Mutex<LocalCluster>>, w: &Workload) -> Option<u32> {
+async fn shard_count(cluster: &SharedTarget, w: &Workload) -> Option<u32> {
     let cluster = cluster.clone();
     let status = tokio::task::spawn_blocking(move || cluster.lock().ok()?.status().ok())
         .await
@@ -481,7 +558,7 @@ async fn shard_count(cluster: &Arc<Mutex<LocalCluster>>, w: &Workload) -> Option
 /// One nemesis: its schedule's faults one after the other until `end`.
 async fn run_nemesis(
     plan: Vec<Planned>,
-    cluster: Arc<Mutex<LocalCluster>>,
+    cluster: SharedTarget,
     busy: Arc<Mutex<BTreeSet<String>>>,
     recorder: Arc<Recorder>,
     skipped: Arc<Mutex<Vec<String>>>,
@@ -498,7 +575,7 @@ async fn run_nemesis(
             tokio::task::spawn_blocking(move || {
                 let mut cluster = cluster.lock().unwrap_or_else(|e| e.into_inner());
                 let mut busy = busy.lock().unwrap_or_else(|e| e.into_inner());
-                let active = nemesis::inject(&mut cluster, &planned, &busy)?;
+                let active = nemesis::inject(cluster.as_mut(), &planned, &busy)?;
                 busy.extend(active.holds.iter().cloned());
                 Ok::<_, anyhow::Error>(active)
             })
@@ -532,7 +609,7 @@ async fn run_nemesis(
             let (cluster, busy, active) = (cluster.clone(), busy.clone(), active.clone());
             tokio::task::spawn_blocking(move || {
                 let mut cluster = cluster.lock().unwrap_or_else(|e| e.into_inner());
-                let result = nemesis::heal(&mut cluster, &active);
+                let result = nemesis::heal(cluster.as_mut(), &active);
                 let mut busy = busy.lock().unwrap_or_else(|e| e.into_inner());
                 for name in &active.holds {
                     busy.remove(name);

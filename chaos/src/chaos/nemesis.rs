@@ -1,5 +1,5 @@
 //! The nemesis: a seeded schedule of faults, and how each is injected and healed on a
-//! [`LocalCluster`].
+//! [`Target`].
 //!
 //! The schedule (which kind of fault, after which quiet gap, held for how long, and a random
 //! number that picks the target) is a pure function of the seed and the settings, so the same
@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::target::{LocalCluster, Role};
+use super::target::{Role, Rule, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -209,7 +209,7 @@ pub fn schedule(settings: &ScheduleSettings, seed: u64, span: Duration) -> Vec<P
 pub enum Undo {
     Restart(String),
     Resume(String),
-    Rules(Vec<Vec<String>>),
+    Rules(Vec<Rule>),
 }
 
 /// A fault in place.
@@ -231,24 +231,23 @@ fn pick<'a>(candidates: &'a [String], pick: u64, what: &str) -> anyhow::Result<&
 
 /// Injects `planned`, avoiding the processes in `busy` (held by concurrent faults).
 pub fn inject(
-    cluster: &mut LocalCluster,
+    cluster: &mut dyn Target,
     planned: &Planned,
     busy: &BTreeSet<String>,
 ) -> anyhow::Result<Active> {
+    let members = cluster.members();
     let free = |role: Option<Role>| -> Vec<String> {
-        cluster
-            .processes()
+        members
             .iter()
-            .filter(|p| role.is_none_or(|r| p.role == r) && !busy.contains(&p.name))
-            .map(|p| p.name.clone())
+            .filter(|m| role.is_none_or(|r| m.role == r) && !busy.contains(&m.name))
+            .map(|m| m.name.clone())
             .collect()
     };
     let all = free(None);
     let others = |name: &str| -> Vec<String> {
-        cluster
-            .processes()
+        members
             .iter()
-            .map(|p| p.name.clone())
+            .map(|m| m.name.clone())
             .filter(|n| n != name)
             .collect()
     };
@@ -294,10 +293,9 @@ pub fn inject(
                 pick(&free(Some(Role::Coordinator)), planned.pick, "coordinator")?.clone();
             let node = pick(&free(Some(Role::Node)), planned.pick / 7, "node")?.clone();
             let minority = vec![coordinator.clone(), node.clone()];
-            let majority: Vec<String> = cluster
-                .processes()
+            let majority: Vec<String> = members
                 .iter()
-                .map(|p| p.name.clone())
+                .map(|m| m.name.clone())
                 .filter(|n| !minority.contains(n))
                 .collect();
             let rules = cluster.partition(&minority, &majority)?;
@@ -333,7 +331,7 @@ pub fn inject(
 }
 
 /// Undoes a fault.
-pub fn heal(cluster: &mut LocalCluster, active: &Active) -> anyhow::Result<()> {
+pub fn heal(cluster: &mut dyn Target, active: &Active) -> anyhow::Result<()> {
     match &active.undo {
         Undo::Restart(name) => cluster.restart(name),
         Undo::Resume(name) => cluster.resume(name),

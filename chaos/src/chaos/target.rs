@@ -1,7 +1,8 @@
-//! The cluster a chaos run breaks: the local multi-process layout of `scripts/cluster.py`
-//! (`make cluster`), described by its `cluster.json`.
+//! The cluster a chaos run breaks ([`Target`]), and its first kind: the local multi-process
+//! layout of `scripts/cluster.py` (`make cluster`), described by its `cluster.json`. The
+//! container cluster is the other (`compose.rs`).
 //!
-//! Faults are applied with signals (kill -9, SIGSTOP/SIGCONT), by restarting a process exactly
+//! On the local cluster faults are applied with signals (kill -9, SIGSTOP/SIGCONT), by restarting a process exactly
 //! as `cluster.py` launched it, and with `iptables` rules on the processes' UDP (QUIC) ports:
 //! on loopback every process has one cluster port, so dropping packets by port cuts it off
 //! from the others while clients still reach the coordinators' HTTP ports. Every rule added is
@@ -77,6 +78,177 @@ pub struct ClusterState {
     pub rest: BTreeMap<String, serde_json::Value>,
 }
 
+/// A process of a target, by name (`coordinator-1`, `node-2`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    pub role: Role,
+}
+
+/// One iptables rule this tool added: the arguments after `-I`/`-D`, run on the host or in the
+/// network namespace of a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub netns: Option<i32>,
+    pub args: Vec<String>,
+}
+
+impl Rule {
+    pub fn host(args: &[&str]) -> Rule {
+        Rule {
+            netns: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    pub fn in_netns(pid: i32, args: &[&str]) -> Rule {
+        Rule {
+            netns: Some(pid),
+            ..Rule::host(args)
+        }
+    }
+
+    fn run(&self, action: &str) -> anyhow::Result<()> {
+        let mut command = match self.netns {
+            Some(pid) => {
+                let mut c = Command::new("nsenter");
+                c.args(["-t", &pid.to_string(), "-n", "iptables"]);
+                c
+            }
+            None => Command::new("iptables"),
+        };
+        let out = command
+            .arg("-w")
+            .arg(action)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running iptables (installed? root?)")?;
+        if !out.status.success() {
+            bail!(
+                "iptables {action} {}: {}",
+                self.args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// A rule inside a namespace whose process is gone went with it.
+    fn vanished(&self) -> bool {
+        self.netns.is_some_and(|pid| !alive(pid))
+    }
+}
+
+/// What a nemesis needs from a cluster. Methods block (signals, short commands, waits for
+/// readiness); call them from `spawn_blocking`.
+pub trait Target: Send {
+    /// The coordinators' S3 Vectors endpoints.
+    fn endpoints(&self) -> Vec<String>;
+    fn members(&self) -> Vec<Member>;
+    fn kill(&mut self, name: &str) -> anyhow::Result<()>;
+    /// Starts a stopped process again and waits until it is ready (a running one is left alone).
+    fn restart(&mut self, name: &str) -> anyhow::Result<()>;
+    fn pause(&mut self, name: &str) -> anyhow::Result<()>;
+    fn resume(&mut self, name: &str) -> anyhow::Result<()>;
+    /// Deletes a stopped process's data: the disk is gone.
+    fn wipe(&mut self, name: &str) -> anyhow::Result<()>;
+    /// Cuts the processes of `a` off from those of `b` (cluster traffic, both directions).
+    fn partition(&mut self, a: &[String], b: &[String]) -> anyhow::Result<Vec<Rule>>;
+    /// Drops `probability` of one process's cluster packets, both directions.
+    fn packet_loss(&mut self, name: &str, probability: f64) -> anyhow::Result<Vec<Rule>>;
+    /// The rules in place.
+    fn rules(&mut self) -> &mut Vec<Rule>;
+    /// `quiver admin status --json` through a coordinator that answers.
+    fn status(&self) -> anyhow::Result<serde_json::Value>;
+
+    /// Resumes every process and restarts the dead.
+    fn heal_processes(&mut self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        for member in self.members() {
+            let result = self
+                .resume(&member.name)
+                .and_then(|()| self.restart(&member.name))
+                .with_context(|| format!("healing {}", member.name));
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Adds every rule; on a failure removes those already added. Returns the rules, to remove
+    /// exactly them later with [`Target::remove_rules`].
+    fn add_rules(&mut self, rules: Vec<Rule>) -> anyhow::Result<Vec<Rule>> {
+        for (i, rule) in rules.iter().enumerate() {
+            if let Err(e) = rule.run("-I") {
+                self.remove_rules(&rules[..i])?;
+                return Err(e);
+            }
+            self.rules().push(rule.clone());
+        }
+        Ok(rules)
+    }
+
+    /// Removes exactly these rules (added by this tool), newest first. Keeps going past
+    /// failures and reports the first.
+    fn remove_rules(&mut self, rules: &[Rule]) -> anyhow::Result<()> {
+        let mut first_error = None;
+        for rule in rules.iter().rev() {
+            let Some(at) = self.rules().iter().rposition(|r| r == rule) else {
+                continue;
+            };
+            match rule.run("-D") {
+                Ok(()) => {
+                    self.rules().remove(at);
+                }
+                Err(_) if rule.vanished() => {
+                    self.rules().remove(at);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Undoes every fault: removes the rules, resumes every process and restarts the dead.
+    fn heal_all(&mut self) -> anyhow::Result<()> {
+        let rules = self.rules().clone();
+        let network = self.remove_rules(&rules);
+        let processes = self.heal_processes();
+        network.and(processes)
+    }
+
+    /// The control plane's Raft leader, by process name.
+    fn control_leader(&self) -> anyhow::Result<String> {
+        let status = self.status()?;
+        let id = status["leader"]
+            .as_u64()
+            .context("no control-plane leader")?;
+        Ok(format!("coordinator-{id}"))
+    }
+
+    /// The node that leads the most shard replicas.
+    fn busiest_shard_leader(&self) -> anyhow::Result<String> {
+        let status = self.status()?;
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for replica in status["replicas"].as_array().into_iter().flatten() {
+            if replica["leader"].as_bool() == Some(true) {
+                if let Some(node) = replica["node"].as_str() {
+                    *counts.entry(node.to_owned()).or_default() += 1;
+                }
+            }
+        }
+        counts
+            .into_iter()
+            .max_by_key(|(name, n)| (*n, std::cmp::Reverse(name.clone())))
+            .map(|(name, _)| name)
+            .context("no node leads a shard")
+    }
+}
+
 /// The local cluster. Methods block (they run signals, short commands and fsyncs); call them
 /// from `spawn_blocking`.
 pub struct LocalCluster {
@@ -85,8 +257,8 @@ pub struct LocalCluster {
     state: ClusterState,
     /// Processes this tool restarted, kept to reap them when they are killed again.
     children: BTreeMap<String, Child>,
-    /// Every iptables rule in place, as the arguments after `-I`/`-D`.
-    rules: Vec<Vec<String>>,
+    /// Every iptables rule in place.
+    rules: Vec<Rule>,
 }
 
 impl LocalCluster {
@@ -113,29 +285,12 @@ impl LocalCluster {
         })
     }
 
-    pub fn endpoints(&self) -> &[String] {
-        &self.state.endpoints
-    }
-
-    pub fn processes(&self) -> &[Process] {
-        &self.state.processes
-    }
-
-    pub fn process(&self, name: &str) -> anyhow::Result<&Process> {
+    fn process(&self, name: &str) -> anyhow::Result<&Process> {
         self.state
             .processes
             .iter()
             .find(|p| p.name == name)
             .with_context(|| format!("no process {name} in the cluster"))
-    }
-
-    pub fn names(&self, role: Role) -> Vec<String> {
-        self.state
-            .processes
-            .iter()
-            .filter(|p| p.role == role)
-            .map(|p| p.name.clone())
-            .collect()
     }
 
     fn signal(&mut self, name: &str, signal: Signal) -> anyhow::Result<()> {
@@ -168,26 +323,79 @@ impl LocalCluster {
         }
     }
 
-    pub fn is_alive(&self, name: &str) -> bool {
-        self.process(name).is_ok_and(|p| alive(p.pid))
+    fn wait_ready(&mut self, name: &str, http: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let url = format!("{http}/ready");
+        loop {
+            if let Some(child) = self.children.get_mut(name) {
+                if let Some(status) = child.try_wait()? {
+                    self.children.remove(name);
+                    bail!("{name} exited ({status}) while starting; see its log");
+                }
+            }
+            // `quiver health` is the image's health check: 0 on HTTP 200.
+            if run_with_timeout(
+                Command::new(&self.binary).args(["health", "--url", &url]),
+                Duration::from_secs(5),
+            )
+            .is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{name} not ready {READY_TIMEOUT:?} after a restart; see its log");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
-    pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
+    fn save(&self) -> anyhow::Result<()> {
+        let path = self.dir.join("cluster.json");
+        let tmp = self.dir.join("cluster.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.state)?)?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+    }
+
+    fn ports(&self, names: &[String]) -> anyhow::Result<String> {
+        let ports: Vec<String> = names
+            .iter()
+            .map(|n| Ok(self.process(n)?.udp_port()?.to_string()))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(ports.join(","))
+    }
+}
+
+impl Target for LocalCluster {
+    fn endpoints(&self) -> Vec<String> {
+        self.state.endpoints.clone()
+    }
+
+    fn members(&self) -> Vec<Member> {
+        self.state
+            .processes
+            .iter()
+            .map(|p| Member {
+                name: p.name.clone(),
+                role: p.role,
+            })
+            .collect()
+    }
+
+    fn kill(&mut self, name: &str) -> anyhow::Result<()> {
         // A stopped process dies of SIGKILL too; SIGCONT first keeps its state tidy.
         self.signal(name, Signal::SIGCONT)?;
         self.signal(name, Signal::SIGKILL)
     }
 
-    pub fn pause(&mut self, name: &str) -> anyhow::Result<()> {
+    fn pause(&mut self, name: &str) -> anyhow::Result<()> {
         self.signal(name, Signal::SIGSTOP)
     }
 
-    pub fn resume(&mut self, name: &str) -> anyhow::Result<()> {
+    fn resume(&mut self, name: &str) -> anyhow::Result<()> {
         self.signal(name, Signal::SIGCONT)
     }
 
-    /// Deletes a (killed) node's data directory: the disk is gone.
-    pub fn wipe(&mut self, name: &str) -> anyhow::Result<()> {
+    fn wipe(&mut self, name: &str) -> anyhow::Result<()> {
         let process = self.process(name)?.clone();
         if alive(process.pid) {
             bail!("refusing to wipe {name} while it runs");
@@ -199,9 +407,8 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// Starts a stopped process again, as `cluster.py` does, records its pid in `cluster.json`
-    /// and waits until it is ready.
-    pub fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+    /// Starts the process as `cluster.py` does and records its pid in `cluster.json`.
+    fn restart(&mut self, name: &str) -> anyhow::Result<()> {
         let process = self.process(name)?.clone();
         if alive(process.pid) {
             return Ok(());
@@ -240,86 +447,11 @@ impl LocalCluster {
         self.wait_ready(name, &process.http)
     }
 
-    fn wait_ready(&mut self, name: &str, http: &str) -> anyhow::Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let url = format!("{http}/ready");
-        loop {
-            if let Some(child) = self.children.get_mut(name) {
-                if let Some(status) = child.try_wait()? {
-                    self.children.remove(name);
-                    bail!("{name} exited ({status}) while starting; see its log");
-                }
-            }
-            // `quiver health` is the image's health check: 0 on HTTP 200.
-            if run_with_timeout(
-                Command::new(&self.binary).args(["health", "--url", &url]),
-                Duration::from_secs(5),
-            )
-            .is_ok()
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("{name} not ready {READY_TIMEOUT:?} after a restart; see its log");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn save(&self) -> anyhow::Result<()> {
-        let path = self.dir.join("cluster.json");
-        let tmp = self.dir.join("cluster.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.state)?)?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
-    }
-
-    // -- network faults ---------------------------------------------------------------------
-
-    /// Adds every rule of `rules`; on a failure removes those already added. Returns the rules,
-    /// to remove exactly them later with [`LocalCluster::remove_rules`].
-    fn add_rules(&mut self, rules: Vec<Vec<String>>) -> anyhow::Result<Vec<Vec<String>>> {
-        for (i, rule) in rules.iter().enumerate() {
-            if let Err(e) = iptables("-I", rule) {
-                self.remove_rules(&rules[..i])?;
-                return Err(e);
-            }
-            self.rules.push(rule.clone());
-        }
-        Ok(rules)
-    }
-
-    /// Removes exactly these rules (added by this tool). Keeps going past failures and reports
-    /// the first.
-    pub fn remove_rules(&mut self, rules: &[Vec<String>]) -> anyhow::Result<()> {
-        let mut first_error = None;
-        for rule in rules.iter().rev() {
-            if let Some(at) = self.rules.iter().rposition(|r| r == rule) {
-                match iptables("-D", rule) {
-                    Ok(()) => {
-                        self.rules.remove(at);
-                    }
-                    Err(e) => {
-                        first_error.get_or_insert(e);
-                    }
-                }
-            }
-        }
-        first_error.map_or(Ok(()), Err)
-    }
-
-    fn ports(&self, names: &[String]) -> anyhow::Result<String> {
-        let ports: Vec<String> = names
-            .iter()
-            .map(|n| Ok(self.process(n)?.udp_port()?.to_string()))
-            .collect::<anyhow::Result<_>>()?;
-        Ok(ports.join(","))
-    }
-
-    /// Cuts the processes of `a` off from those of `b` (both directions, cluster ports only).
-    pub fn partition(&mut self, a: &[String], b: &[String]) -> anyhow::Result<Vec<Vec<String>>> {
+    /// Drops UDP packets between the two groups' cluster ports.
+    fn partition(&mut self, a: &[String], b: &[String]) -> anyhow::Result<Vec<Rule>> {
         let (a, b) = (self.ports(a)?, self.ports(b)?);
-        let rule = |from: &str, to: &str| -> Vec<String> {
-            [
+        let rule = |from: &str, to: &str| {
+            Rule::host(&[
                 "INPUT",
                 "-p",
                 "udp",
@@ -333,23 +465,16 @@ impl LocalCluster {
                 to,
                 "-j",
                 "DROP",
-            ]
-            .map(String::from)
-            .to_vec()
+            ])
         };
         self.add_rules(vec![rule(&a, &b), rule(&b, &a)])
     }
 
-    /// Drops `probability` of the packets to and from one process's cluster port.
-    pub fn packet_loss(
-        &mut self,
-        name: &str,
-        probability: f64,
-    ) -> anyhow::Result<Vec<Vec<String>>> {
+    fn packet_loss(&mut self, name: &str, probability: f64) -> anyhow::Result<Vec<Rule>> {
         let port = self.process(name)?.udp_port()?.to_string();
         let probability = format!("{probability:.3}");
-        let rule = |direction: &str| -> Vec<String> {
-            [
+        let rule = |direction: &str| {
+            Rule::host(&[
                 "INPUT",
                 "-p",
                 "udp",
@@ -363,53 +488,24 @@ impl LocalCluster {
                 &probability,
                 "-j",
                 "DROP",
-            ]
-            .map(String::from)
-            .to_vec()
+            ])
         };
         self.add_rules(vec![rule("--dport"), rule("--sport")])
     }
 
-    /// Removes every rule this tool added.
-    pub fn heal_network(&mut self) -> anyhow::Result<()> {
-        let rules = self.rules.clone();
-        self.remove_rules(&rules)
+    fn rules(&mut self) -> &mut Vec<Rule> {
+        &mut self.rules
     }
 
-    pub fn rules_in_place(&self) -> usize {
-        self.rules.len()
-    }
-
-    /// Undoes every fault: removes the rules, resumes every process and restarts the dead.
-    pub fn heal_all(&mut self) -> anyhow::Result<()> {
-        let mut first_error = self.heal_network().err();
-        let names: Vec<String> = self.processes().iter().map(|p| p.name.clone()).collect();
-        for name in names {
-            let result = self
-                .resume(&name)
-                .and_then(|()| self.restart(&name))
-                .with_context(|| format!("healing {name}"));
-            if let Err(e) = result {
-                first_error.get_or_insert(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
-    }
-
-    // -- who leads ----------------------------------------------------------------------------
-
-    /// `quiver admin status --json` through the first coordinator that answers.
-    pub fn status(&self) -> anyhow::Result<serde_json::Value> {
+    fn status(&self) -> anyhow::Result<serde_json::Value> {
         let mut last = None;
         for p in self
-            .processes()
+            .state
+            .processes
             .iter()
             .filter(|p| p.role == Role::Coordinator)
         {
-            if !alive(p.pid) {
-                continue;
-            }
-            let Some(addr) = &p.cluster_addr else {
+            let Some(addr) = p.cluster_addr.as_ref().filter(|_| alive(p.pid)) else {
                 continue;
             };
             match run_with_timeout(
@@ -425,33 +521,6 @@ impl LocalCluster {
         }
         Err(last.unwrap_or_else(|| anyhow::anyhow!("no coordinator is running")))
     }
-
-    /// The control plane's Raft leader, by process name.
-    pub fn control_leader(&self) -> anyhow::Result<String> {
-        let status = self.status()?;
-        let id = status["leader"]
-            .as_u64()
-            .context("no control-plane leader")?;
-        Ok(format!("coordinator-{id}"))
-    }
-
-    /// The node that leads the most shard replicas.
-    pub fn busiest_shard_leader(&self) -> anyhow::Result<String> {
-        let status = self.status()?;
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for replica in status["replicas"].as_array().into_iter().flatten() {
-            if replica["leader"].as_bool() == Some(true) {
-                if let Some(node) = replica["node"].as_str() {
-                    *counts.entry(node.to_owned()).or_default() += 1;
-                }
-            }
-        }
-        counts
-            .into_iter()
-            .max_by_key(|(name, n)| (*n, std::cmp::Reverse(name.clone())))
-            .map(|(name, _)| name)
-            .context("no node leads a shard")
-    }
 }
 
 pub fn alive(pid: i32) -> bool {
@@ -465,24 +534,6 @@ pub fn alive(pid: i32) -> bool {
                 .is_none_or(|(_, rest)| !rest.starts_with('Z'))
         })
         .unwrap_or(false)
-}
-
-fn iptables(action: &str, rule: &[String]) -> anyhow::Result<()> {
-    let out = Command::new("iptables")
-        .arg("-w")
-        .arg(action)
-        .args(rule)
-        .stdin(Stdio::null())
-        .output()
-        .context("running iptables (installed? root?)")?;
-    if !out.status.success() {
-        bail!(
-            "iptables {action} {}: {}",
-            rule.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
 }
 
 /// Whether `iptables` can be used here (present, and we may change rules).
