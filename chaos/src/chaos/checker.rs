@@ -96,8 +96,8 @@ pub struct FaultReport {
     /// Operations invoked while the fault was in place.
     pub ops: OpCounts,
     pub availability: f64,
-    /// How long after the heal the last failed operation was invoked (before the next fault);
-    /// 0 when nothing failed after the heal.
+    /// How long after the heal the last failed operation was invoked, among those invoked after
+    /// the heal and ended before the next fault began; 0 when none failed.
     pub recovery_ms: u64,
 }
 
@@ -381,7 +381,7 @@ fn fault_reports(history: &History) -> Vec<FaultReport> {
                 if (fault.start_ms..=fault.end_ms).contains(&op.invoke_ms) {
                     ops.add(op.outcome);
                 } else if op.invoke_ms > fault.end_ms
-                    && op.invoke_ms < next
+                    && op.complete_ms < next
                     && op.outcome != Outcome::Ok
                 {
                     last_failure_after_heal = Some(op.invoke_ms);
@@ -627,6 +627,7 @@ mod tests {
             .put("d", "4", (150, 160), Outcome::Ok)
             .put("e", "5", (150, 160), Outcome::Fail)
             .put("f", "6", (230, 240), Outcome::Info)
+            .put("h", "8", (790, 805), Outcome::Info) // ended after the next fault began
             .put("g", "7", (900, 910), Outcome::Info);
         h.history.faults.push(Fault {
             kind: "kill".into(),
@@ -644,9 +645,10 @@ mod tests {
         let kill = &report.faults[0];
         assert_eq!(kill.ops.total(), 4);
         assert_eq!(kill.availability, 0.5);
-        assert_eq!(kill.recovery_ms, 30); // "f" failed 30 ms after the heal; "g" is the next fault's
+        // "f" failed 30 ms after the heal; "h" ran into the next fault, "g" is in it.
+        assert_eq!(kill.recovery_ms, 30);
         assert_eq!(report.faults[1].recovery_ms, 0);
         assert_eq!(report.faults[1].availability, 0.0);
-        assert_eq!(report.availability_without_faults, 0.5);
+        assert_eq!(report.availability_without_faults, 1.0 / 3.0);
     }
 }

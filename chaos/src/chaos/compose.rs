@@ -257,7 +257,7 @@ impl Target for ComposeCluster {
         &mut self.rules
     }
 
-    fn status(&self) -> anyhow::Result<serde_json::Value> {
+    fn admin(&self, args: &[&str]) -> anyhow::Result<String> {
         let mut last = None;
         for i in 1..=3 {
             let service = format!("coordinator-{i}");
@@ -266,7 +266,7 @@ impl Target for ComposeCluster {
             }
             let addr = format!("{service}:7277");
             let result = self.container(&service).and_then(|id| {
-                docker(&[
+                let mut command = vec![
                     "exec",
                     &id,
                     "/bin/quiver",
@@ -275,15 +275,19 @@ impl Target for ComposeCluster {
                     &addr,
                     "--tls-dir",
                     "/etc/quiver/tls",
-                    "status",
-                    "--json",
-                ])
+                ];
+                command.extend_from_slice(args);
+                docker(&command)
             });
             match result {
-                Ok(out) => return serde_json::from_str(&out).context("parsing admin status"),
+                Ok(out) => return Ok(out),
                 Err(e) => last = Some(e),
             }
         }
         Err(last.unwrap_or_else(|| anyhow::anyhow!("no coordinator container is running")))
+    }
+
+    fn coordinator_addrs(&self, name: &str) -> anyhow::Result<(String, String)> {
+        Ok((format!("{name}:7277"), format!("{name}:8277")))
     }
 }

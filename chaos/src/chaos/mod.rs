@@ -100,7 +100,7 @@ pub struct ChaosArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Faults and their weights, `kind=weight,...`, kinds: kill, pause, partition, split, loss,
-    /// kill-leader, kill-shard-leader, partition-shard-leader, wipe.
+    /// kill-leader, kill-shard-leader, partition-shard-leader, wipe, churn.
     #[arg(long, default_value = nemesis::DEFAULT_MIX)]
     pub nemesis: String,
     /// Quiet seconds before each fault, `min..max`.

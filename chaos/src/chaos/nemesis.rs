@@ -39,9 +39,11 @@ pub enum NemesisKind {
     PartitionShardLeader,
     /// kill -9 a node, delete its data directory, restart it empty.
     Wipe,
+    /// Remove a coordinator from the control plane's Raft group; add it back at the heal.
+    Churn,
 }
 
-pub const ALL_KINDS: [NemesisKind; 9] = [
+pub const ALL_KINDS: [NemesisKind; 10] = [
     NemesisKind::Kill,
     NemesisKind::Pause,
     NemesisKind::Partition,
@@ -51,11 +53,12 @@ pub const ALL_KINDS: [NemesisKind; 9] = [
     NemesisKind::KillShardLeader,
     NemesisKind::PartitionShardLeader,
     NemesisKind::Wipe,
+    NemesisKind::Churn,
 ];
 
 /// Every fault but disk loss, which loses data by design unless shards replicate.
 pub const DEFAULT_MIX: &str =
-    "kill=2,pause=1,partition=2,split=1,loss=1,kill-leader=1,kill-shard-leader=1,partition-shard-leader=1";
+    "kill=2,pause=1,partition=2,split=1,loss=1,kill-leader=1,kill-shard-leader=1,partition-shard-leader=1,churn=1";
 
 impl NemesisKind {
     pub fn name(self) -> &'static str {
@@ -69,6 +72,7 @@ impl NemesisKind {
             NemesisKind::KillShardLeader => "kill-shard-leader",
             NemesisKind::PartitionShardLeader => "partition-shard-leader",
             NemesisKind::Wipe => "wipe",
+            NemesisKind::Churn => "churn",
         }
     }
 
@@ -210,6 +214,7 @@ pub enum Undo {
     Restart(String),
     Resume(String),
     Rules(Vec<Rule>),
+    Rejoin(String),
 }
 
 /// A fault in place.
@@ -321,6 +326,11 @@ pub fn inject(
             let rules = cluster.partition(std::slice::from_ref(&name), &others(&name))?;
             single(name, Undo::Rules(rules))
         }
+        NemesisKind::Churn => {
+            let name = pick(&free(Some(Role::Coordinator)), planned.pick, "coordinator")?.clone();
+            cluster.remove_coordinator(&name)?;
+            single(name.clone(), Undo::Rejoin(name))
+        }
         NemesisKind::Wipe => {
             let name = pick(&free(Some(Role::Node)), planned.pick, "node")?.clone();
             cluster.kill(&name)?;
@@ -336,6 +346,7 @@ pub fn heal(cluster: &mut dyn Target, active: &Active) -> anyhow::Result<()> {
         Undo::Restart(name) => cluster.restart(name),
         Undo::Resume(name) => cluster.resume(name),
         Undo::Rules(rules) => cluster.remove_rules(rules),
+        Undo::Rejoin(name) => cluster.add_coordinator(name),
     }
 }
 
@@ -354,7 +365,7 @@ mod tests {
     #[test]
     fn the_mix_parses_and_rejects_nonsense() {
         let mix: Mix = DEFAULT_MIX.parse().unwrap();
-        assert_eq!(mix.0.len(), 8);
+        assert_eq!(mix.0.len(), 9);
         assert!(!mix.0.iter().any(|(k, _)| *k == NemesisKind::Wipe));
         assert_eq!(mix.to_string(), DEFAULT_MIX);
         assert_eq!(
@@ -378,7 +389,7 @@ mod tests {
         assert!(total <= Duration::from_secs(600), "{total:?}");
         assert!(a.len() >= 600 / 15, "{}", a.len());
         let kinds: BTreeSet<_> = a.iter().map(|p| p.kind).collect();
-        assert_eq!(kinds.len(), 8);
+        assert_eq!(kinds.len(), 9);
         for p in &a {
             assert!(p.gap >= Duration::from_secs(2) && p.gap < Duration::from_secs(5));
             assert!(p.hold >= Duration::from_secs(5) && p.hold < Duration::from_secs(10));

@@ -159,8 +159,37 @@ pub trait Target: Send {
     fn packet_loss(&mut self, name: &str, probability: f64) -> anyhow::Result<Vec<Rule>>;
     /// The rules in place.
     fn rules(&mut self) -> &mut Vec<Rule>;
-    /// `quiver admin status --json` through a coordinator that answers.
-    fn status(&self) -> anyhow::Result<serde_json::Value>;
+    /// `quiver admin ARGS` through a coordinator that answers; its standard output.
+    fn admin(&self, args: &[&str]) -> anyhow::Result<String>;
+    /// A coordinator's cluster and HTTP addresses as its peers reach them.
+    fn coordinator_addrs(&self, name: &str) -> anyhow::Result<(String, String)>;
+
+    /// `quiver admin status --json`.
+    fn status(&self) -> anyhow::Result<serde_json::Value> {
+        serde_json::from_str(&self.admin(&["status", "--json"])?).context("parsing admin status")
+    }
+
+    /// Takes a coordinator out of the control plane's Raft group (its process runs on).
+    fn remove_coordinator(&mut self, name: &str) -> anyhow::Result<()> {
+        let id = coordinator_id(name)?;
+        self.admin(&["remove-coordinator", "--id", &id]).map(drop)
+    }
+
+    /// Adds a coordinator back: it catches up as a learner, then votes.
+    fn add_coordinator(&mut self, name: &str) -> anyhow::Result<()> {
+        let id = coordinator_id(name)?;
+        let (cluster, http) = self.coordinator_addrs(name)?;
+        self.admin(&[
+            "add-coordinator",
+            "--id",
+            &id,
+            "--cluster-addr",
+            &cluster,
+            "--http-addr",
+            &http,
+        ])
+        .map(drop)
+    }
 
     /// Resumes every process and restarts the dead.
     fn heal_processes(&mut self) -> anyhow::Result<()> {
@@ -213,12 +242,33 @@ pub trait Target: Send {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Undoes every fault: removes the rules, resumes every process and restarts the dead.
+    /// Adds back every coordinator of the target that the control plane no longer lists.
+    fn heal_membership(&mut self) -> anyhow::Result<()> {
+        let status = self.status()?;
+        let listed: Vec<u64> = status["coordinators"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["id"].as_u64())
+            .collect();
+        for member in self.members() {
+            if member.role == Role::Coordinator
+                && !listed.contains(&coordinator_id(&member.name)?.parse()?)
+            {
+                self.add_coordinator(&member.name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes every fault: removes the rules, resumes every process and restarts the dead,
+    /// adds removed coordinators back.
     fn heal_all(&mut self) -> anyhow::Result<()> {
         let rules = self.rules().clone();
         let network = self.remove_rules(&rules);
         let processes = self.heal_processes();
-        network.and(processes)
+        let membership = self.heal_membership();
+        network.and(processes).and(membership)
     }
 
     /// The control plane's Raft leader, by process name.
@@ -497,7 +547,7 @@ impl Target for LocalCluster {
         &mut self.rules
     }
 
-    fn status(&self) -> anyhow::Result<serde_json::Value> {
+    fn admin(&self, args: &[&str]) -> anyhow::Result<String> {
         let mut last = None;
         for p in self
             .state
@@ -512,15 +562,33 @@ impl Target for LocalCluster {
                 Command::new(&self.binary)
                     .args(["admin", "--coordinator", addr, "--tls-dir"])
                     .arg(&self.state.tls_dir)
-                    .args(["--tls-name", "admin", "status", "--json"]),
+                    .args(["--tls-name", "admin"])
+                    .args(args),
                 ADMIN_TIMEOUT,
             ) {
-                Ok(out) => return serde_json::from_slice(&out).context("parsing admin status"),
+                Ok(out) => return Ok(String::from_utf8_lossy(&out).into_owned()),
                 Err(e) => last = Some(e),
             }
         }
         Err(last.unwrap_or_else(|| anyhow::anyhow!("no coordinator is running")))
     }
+
+    fn coordinator_addrs(&self, name: &str) -> anyhow::Result<(String, String)> {
+        let p = self.process(name)?;
+        let cluster = p
+            .cluster_addr
+            .clone()
+            .with_context(|| format!("{name} is not a coordinator"))?;
+        Ok((cluster, p.http.trim_start_matches("http://").to_owned()))
+    }
+}
+
+/// `coordinator-3` → `3`.
+fn coordinator_id(name: &str) -> anyhow::Result<String> {
+    name.strip_prefix("coordinator-")
+        .filter(|id| id.parse::<u64>().is_ok())
+        .map(str::to_owned)
+        .with_context(|| format!("{name} is not a coordinator"))
 }
 
 pub fn alive(pid: i32) -> bool {
