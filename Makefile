@@ -83,14 +83,16 @@ bench-replication: deps
 
 ## Chaos (quiver-chaos chaos, see chaos/README.md): a fresh 3+3 cluster with RF 3, faults on a
 ## seeded schedule under load, a history checked for lost, resurrected, phantom and stale data.
-## CHAOS_ARGS adds or overrides flags (e.g. --seed 7, --nemesis kill=1, --concurrent-faults 2).
+## CHAOS_ARGS adds flags (e.g. --seed 7, --nemesis kill=1, --concurrent-faults 2); CHAOS_REPORT
+## moves the report.
 .PHONY: chaos chaos-compose chaos-smoke
 CHAOS_DIR = $(CARGO_TARGET_DIR)/quiver-chaos
 CHAOS_ARGS ?=
+CHAOS_REPORT ?= $(CHAOS_DIR)/chaos.json
 chaos: deps
 	cargo build --release -p quiver -p quiver-chaos
 	$(CHAOS_RELEASE) chaos --duration 600 --quiver-bin $(CARGO_TARGET_DIR)/release/quiver \
-	  --cluster-dir $(CHAOS_DIR)/cluster --report $(CHAOS_DIR)/chaos.json $(CHAOS_ARGS)
+	  --cluster-dir $(CHAOS_DIR)/cluster --report $(CHAOS_REPORT) $(CHAOS_ARGS)
 
 ## The same on the container cluster (deploy/compose, image quiver:latest from `make image`):
 ## faults through the container engine.

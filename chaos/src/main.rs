@@ -23,6 +23,8 @@ enum Command {
     /// Break a local cluster on a seeded schedule under load, record the history and check
     /// that nothing acknowledged was lost, resurrected, invented or read stale.
     Chaos(quiver_chaos::chaos::ChaosArgs),
+    /// Run the chaos checker again on a recorded history.
+    Check(quiver_chaos::chaos::CheckArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,6 +38,7 @@ fn main() -> anyhow::Result<()> {
             Command::Load(args) => quiver_chaos::load::run(args).await,
             Command::Bench(args) => quiver_chaos::bench::run(args).await,
             Command::Chaos(args) => quiver_chaos::chaos::run(args).await,
+            Command::Check(args) => quiver_chaos::chaos::check_history(&args),
         }
     })?;
     if !passed {

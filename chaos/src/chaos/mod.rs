@@ -135,6 +135,26 @@ pub struct ChaosArgs {
     pub report: PathBuf,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// A history written by `quiver-chaos chaos` (`<report>.history.jsonl`).
+    #[arg(long)]
+    pub history: PathBuf,
+    /// Share of the final probes that must find their key.
+    #[arg(long, default_value_t = 0.99)]
+    pub min_final_recall: f64,
+}
+
+/// `quiver-chaos check`: the checker again on a recorded history.
+pub fn check_history(args: &CheckArgs) -> anyhow::Result<bool> {
+    let file = std::fs::File::open(&args.history)
+        .with_context(|| format!("opening {}", args.history.display()))?;
+    let history = History::read(std::io::BufReader::new(file))?;
+    let check = checker::check(&history, args.min_final_recall);
+    print!("{}", report::render(&check, true));
+    Ok(check.valid)
+}
+
 fn range(text: &str) -> anyhow::Result<(f64, f64)> {
     let (lo, hi) = text
         .split_once("..")
