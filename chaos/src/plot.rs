@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::anyhow;
 use hdrhistogram::Histogram;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::report::WindowStats;
@@ -36,7 +37,7 @@ pub fn latency_over_time(path: &Path, title: &str, timeline: &[WindowStats]) -> 
             .map(move |w| (w.second as f64 + 0.5, pick(w).min(top)))
             .collect::<Vec<_>>()
     };
-    for (name, color, points) in [
+    let lines = vec![
         ("p50", BLUE, series(|w| w.p50_ms)),
         ("p99", RED, series(|w| w.p99_ms)),
         (
@@ -44,7 +45,21 @@ pub fn latency_over_time(path: &Path, title: &str, timeline: &[WindowStats]) -> 
             RGBColor(160, 160, 160),
             series(|w| w.max_ms),
         ),
-    ] {
+    ];
+    draw_lines(&mut chart, lines)?;
+    root.present().map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// A named, colored line of `(x, y)` points.
+pub type Line<'n> = (&'n str, RGBColor, Vec<(f64, f64)>);
+
+/// Draws each line with a legend entry, then the legend.
+pub fn draw_lines<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    lines: Vec<Line<'_>>,
+) -> anyhow::Result<()> {
+    for (name, color, points) in lines {
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(|e| anyhow!("{e}"))?
@@ -57,7 +72,6 @@ pub fn latency_over_time(path: &Path, title: &str, timeline: &[WindowStats]) -> 
         .background_style(WHITE.mix(0.8))
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
-    root.present().map_err(|e| anyhow!("{e}"))?;
     Ok(())
 }
 

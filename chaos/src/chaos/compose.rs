@@ -216,39 +216,19 @@ impl Target for ComposeCluster {
         let peers = self.ips(b)?;
         let mut rules = Vec::new();
         for name in a {
-            let pid = self.pid(name)?;
+            let pid = Some(self.pid(name)?);
             for (chain, direction) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
-                rules.push(Rule::in_netns(
-                    pid,
-                    &[chain, "-p", "udp", direction, &peers, "-j", "DROP"],
-                ));
+                let matches = [chain, "-p", "udp", direction, &peers];
+                rules.push(Rule::dropping(pid, &matches, None));
             }
         }
         self.add_rules(rules)
     }
 
     fn packet_loss(&mut self, name: &str, probability: f64) -> anyhow::Result<Vec<Rule>> {
-        let pid = self.pid(name)?;
-        let probability = format!("{probability:.3}");
+        let pid = Some(self.pid(name)?);
         let rules = ["INPUT", "OUTPUT"]
-            .map(|chain| {
-                Rule::in_netns(
-                    pid,
-                    &[
-                        chain,
-                        "-p",
-                        "udp",
-                        "-m",
-                        "statistic",
-                        "--mode",
-                        "random",
-                        "--probability",
-                        &probability,
-                        "-j",
-                        "DROP",
-                    ],
-                )
-            })
+            .map(|chain| Rule::dropping(pid, &[chain, "-p", "udp"], Some(probability)))
             .to_vec();
         self.add_rules(rules)
     }

@@ -200,22 +200,11 @@ pub fn timeline_svg(path: &Path, title: &str, ops: &[Op], faults: &[Fault]) -> a
             .map(|(s, w)| (s as f64 + 0.5, pick(w) as f64))
             .collect()
     };
-    for (name, color, points) in [
+    let lines = vec![
         ("ok", BLUE, series(|w| w.0)),
         ("failed or unknown", RED, series(|w| w.1)),
-    ] {
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(|e| anyhow!("{e}"))?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-    }
-    chart
-        .configure_series_labels()
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.8))
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
+    ];
+    crate::plot::draw_lines(&mut chart, lines)?;
     root.present().map_err(|e| anyhow!("{e}"))?;
     Ok(())
 }

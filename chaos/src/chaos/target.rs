@@ -94,18 +94,16 @@ pub struct Rule {
 }
 
 impl Rule {
-    pub fn host(args: &[&str]) -> Rule {
-        Rule {
-            netns: None,
-            args: args.iter().map(|a| a.to_string()).collect(),
+    /// `CHAIN <matches> [-m statistic --mode random --probability P] -j DROP`, in the network
+    /// namespace of process `netns` or on the host.
+    pub fn dropping(netns: Option<i32>, matches: &[&str], probability: Option<f64>) -> Rule {
+        let mut args: Vec<String> = matches.iter().map(|a| a.to_string()).collect();
+        if let Some(p) = probability {
+            args.extend(["-m", "statistic", "--mode", "random", "--probability"].map(String::from));
+            args.push(format!("{p:.3}"));
         }
-    }
-
-    pub fn in_netns(pid: i32, args: &[&str]) -> Rule {
-        Rule {
-            netns: Some(pid),
-            ..Rule::host(args)
-        }
+        args.extend(["-j", "DROP"].map(String::from));
+        Rule { netns, args }
     }
 
     fn run(&self, action: &str) -> anyhow::Result<()> {
@@ -501,44 +499,21 @@ impl Target for LocalCluster {
     fn partition(&mut self, a: &[String], b: &[String]) -> anyhow::Result<Vec<Rule>> {
         let (a, b) = (self.ports(a)?, self.ports(b)?);
         let rule = |from: &str, to: &str| {
-            Rule::host(&[
-                "INPUT",
-                "-p",
-                "udp",
-                "-m",
-                "multiport",
-                "--sports",
-                from,
-                "-m",
-                "multiport",
-                "--dports",
-                to,
-                "-j",
-                "DROP",
-            ])
+            let matches = ["INPUT", "-p", "udp", "-m", "multiport", "--sports", from];
+            let matches = [&matches[..], &["-m", "multiport", "--dports", to]].concat();
+            Rule::dropping(None, &matches, None)
         };
         self.add_rules(vec![rule(&a, &b), rule(&b, &a)])
     }
 
     fn packet_loss(&mut self, name: &str, probability: f64) -> anyhow::Result<Vec<Rule>> {
         let port = self.process(name)?.udp_port()?.to_string();
-        let probability = format!("{probability:.3}");
         let rule = |direction: &str| {
-            Rule::host(&[
-                "INPUT",
-                "-p",
-                "udp",
-                direction,
-                &port,
-                "-m",
-                "statistic",
-                "--mode",
-                "random",
-                "--probability",
-                &probability,
-                "-j",
-                "DROP",
-            ])
+            Rule::dropping(
+                None,
+                &["INPUT", "-p", "udp", direction, &port],
+                Some(probability),
+            )
         };
         self.add_rules(vec![rule("--dport"), rule("--sport")])
     }
