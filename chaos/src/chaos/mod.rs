@@ -217,10 +217,20 @@ fn start_cluster(args: &ChaosArgs) -> anyhow::Result<()> {
         .quiver_bin
         .as_ref()
         .context("--quiver-bin is needed to start a cluster")?;
+    let dir = &args.cluster_dir;
+    // Only a directory that holds a cluster (or nothing) is cleared: a mistyped path must not
+    // cost anyone their files.
+    let holds_cluster = dir.join("cluster.json").exists()
+        || std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none());
+    if dir.exists() && !holds_cluster {
+        bail!(
+            "{} is not empty and holds no cluster.json: refusing to clear it (pick another --cluster-dir)",
+            dir.display()
+        );
+    }
     stop_cluster(args);
-    if args.cluster_dir.exists() {
-        std::fs::remove_dir_all(&args.cluster_dir)
-            .with_context(|| format!("clearing {}", args.cluster_dir.display()))?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     let base = args.port_base;
     run_with_timeout(
