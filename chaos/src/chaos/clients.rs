@@ -17,7 +17,10 @@ use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
 use super::history::{Fault, FinalState, Line, Op, OpKind, Outcome, Phase};
-use crate::client::{client_failure, Float32Data, S3VectorsClient};
+use crate::client::{
+    client_failure, Float32Data, KeysRequest, PutVector, PutVectorsRequest, QueryVectorsRequest,
+    S3VectorsClient,
+};
 use crate::report::Failure;
 
 /// GetVectors takes at most 100 keys.
@@ -90,11 +93,12 @@ impl Recorder {
             found: Vec::new(),
             error: None,
         };
-        self.write(&op.lines()[0]);
+        self.write(&op.invoke_line());
         op
     }
 
-    fn complete(&self, mut op: Op, result: Result<Vec<(String, String)>, Failure>) -> Op {
+    /// Records the completion; returns what the client was told.
+    fn complete(&self, mut op: Op, result: Result<Vec<(String, String)>, Failure>) -> Outcome {
         op.complete_ms = self.now_ms();
         match result {
             Ok(found) => {
@@ -106,14 +110,15 @@ impl Recorder {
                 op.error = Some(format!("{}: {}", failure.error_type, failure.message));
             }
         }
-        self.write(&op.lines()[1]);
-        if op.outcome != Outcome::Ok {
+        self.write(&op.complete_line());
+        let outcome = op.outcome;
+        if outcome != Outcome::Ok {
             self.not_ok.fetch_add(1, Ordering::Relaxed);
         }
         if let Ok(mut ops) = self.ops.lock() {
-            ops.push(op.clone());
+            ops.push(op);
         }
-        op
+        outcome
     }
 
     pub fn fault(&self, fault: Fault) {
@@ -239,12 +244,16 @@ impl Workload {
         vector_seed: u64,
     ) -> Result<Vec<(String, String)>, Failure> {
         let vector = self.vector(vector_seed);
-        let body = serde_json::json!({
-            "vectorBucketName": self.bucket, "indexName": self.index, "topK": PROBE_TOP_K,
-            "queryVector": Float32Data { float32: &vector },
-        });
-        let response: VectorsResponse = self.timed(client.call_json("QueryVectors", &body)).await?;
-        Ok(response.pairs())
+        let request = QueryVectorsRequest {
+            vector_bucket_name: &self.bucket,
+            index_name: &self.index,
+            top_k: PROBE_TOP_K,
+            query_vector: Float32Data { float32: &vector },
+            filter: None,
+            return_distance: false,
+        };
+        let keys = self.timed(client.query_keys(&request)).await?;
+        Ok(keys.into_iter().map(|k| (k, String::new())).collect())
     }
 }
 
@@ -330,24 +339,25 @@ pub async fn run_client(shared: Arc<Shared>, id: u32, stop: tokio::sync::watch::
                     .collect();
                 shared.pool().invoked.extend(batch.iter().cloned());
                 let op = recorder.invoke(id, coordinator, OpKind::Put, Phase::Workload, keys);
-                let vectors: Vec<serde_json::Value> = batch
-                    .iter()
-                    .map(|k| {
-                        serde_json::json!({
-                            "key": k.key,
-                            "data": {"float32": w.vector(k.vector_seed)},
-                            "metadata": {"value": w.value(&k.key)},
+                let data: Vec<Vec<f32>> = batch.iter().map(|k| w.vector(k.vector_seed)).collect();
+                let request = PutVectorsRequest {
+                    vector_bucket_name: &w.bucket,
+                    index_name: &w.index,
+                    vectors: batch
+                        .iter()
+                        .zip(&data)
+                        .map(|(k, vector)| PutVector {
+                            key: k.key.clone(),
+                            data: Float32Data { float32: vector },
+                            metadata: serde_json::json!({ "value": w.value(&k.key) }),
                         })
-                    })
-                    .collect();
-                let body = serde_json::json!({
-                    "vectorBucketName": w.bucket, "indexName": w.index, "vectors": vectors,
-                });
+                        .collect(),
+                };
                 let result = w
-                    .timed(client.call_json::<_, serde_json::Value>("PutVectors", &body))
+                    .timed(client.put_vectors(&request))
                     .await
-                    .map(|_| Vec::new());
-                if recorder.complete(op, result).outcome == Outcome::Ok {
+                    .map(|()| Vec::new());
+                if recorder.complete(op, result) == Outcome::Ok {
                     shared.pool().live.extend(batch);
                 }
             }
@@ -395,13 +405,15 @@ pub async fn run_client(shared: Arc<Shared>, id: u32, stop: tokio::sync::watch::
                 let Some(target) = target else { continue };
                 let keys = vec![(target.key.clone(), String::new())];
                 let op = recorder.invoke(id, coordinator, OpKind::Delete, Phase::Workload, keys);
-                let body = serde_json::json!({
-                    "vectorBucketName": w.bucket, "indexName": w.index, "keys": [target.key],
-                });
+                let request = KeysRequest {
+                    vector_bucket_name: &w.bucket,
+                    index_name: &w.index,
+                    keys: vec![target.key],
+                };
                 let result = w
-                    .timed(client.call_json::<_, serde_json::Value>("DeleteVectors", &body))
+                    .timed(client.delete_keys(&request))
                     .await
-                    .map(|_| Vec::new());
+                    .map(|()| Vec::new());
                 recorder.complete(op, result);
             }
         }
@@ -526,7 +538,7 @@ pub async fn final_reads(
                 let result = w
                     .probe(&shared.clients[coordinator], target.vector_seed)
                     .await;
-                shared.recorder.complete(op, result).outcome
+                shared.recorder.complete(op, result)
             }
         }))
         .await;

@@ -138,26 +138,28 @@ pub enum Line {
 }
 
 impl Op {
-    /// The two history lines of this operation.
-    pub fn lines(&self) -> [Line; 2] {
-        [
-            Line::Invoke {
-                id: self.id,
-                client: self.client,
-                coordinator: self.coordinator,
-                kind: self.kind,
-                phase: self.phase,
-                keys: self.keys.clone(),
-                at_ms: self.invoke_ms,
-            },
-            Line::Complete {
-                id: self.id,
-                outcome: self.outcome,
-                at_ms: self.complete_ms,
-                found: self.found.clone(),
-                error: self.error.clone(),
-            },
-        ]
+    /// The line written when the operation starts.
+    pub fn invoke_line(&self) -> Line {
+        Line::Invoke {
+            id: self.id,
+            client: self.client,
+            coordinator: self.coordinator,
+            kind: self.kind,
+            phase: self.phase,
+            keys: self.keys.clone(),
+            at_ms: self.invoke_ms,
+        }
+    }
+
+    /// The line written when it ends.
+    pub fn complete_line(&self) -> Line {
+        Line::Complete {
+            id: self.id,
+            outcome: self.outcome,
+            at_ms: self.complete_ms,
+            found: self.found.clone(),
+            error: self.error.clone(),
+        }
     }
 }
 
@@ -232,22 +234,26 @@ impl History {
         history.ops.sort_by_key(|op| (op.invoke_ms, op.id));
         Ok(history)
     }
-
-    /// Every line of this history, operations in invocation order.
-    pub fn lines(&self) -> Vec<Line> {
-        let mut lines: Vec<Line> = self.ops.iter().flat_map(Op::lines).collect();
-        lines.extend(self.faults.iter().cloned().map(Line::Fault));
-        lines.extend(self.final_state.iter().map(|(key, state)| Line::Final {
-            key: key.clone(),
-            state: state.clone(),
-        }));
-        lines
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every line of a history, operations in invocation order.
+    fn lines(history: &History) -> Vec<Line> {
+        let mut lines: Vec<Line> = history
+            .ops
+            .iter()
+            .flat_map(|op| [op.invoke_line(), op.complete_line()])
+            .collect();
+        lines.extend(history.faults.iter().cloned().map(Line::Fault));
+        lines.extend(history.final_state.iter().map(|(key, state)| Line::Final {
+            key: key.clone(),
+            state: state.clone(),
+        }));
+        lines
+    }
 
     #[test]
     fn a_history_survives_its_jsonl_form() {
@@ -277,8 +283,7 @@ mod tests {
             ]
             .into(),
         };
-        let text: String = history
-            .lines()
+        let text: String = lines(&history)
             .iter()
             .map(|l| serde_json::to_string(l).unwrap() + "\n")
             .collect();
