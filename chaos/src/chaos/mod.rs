@@ -273,6 +273,7 @@ fn open_target(args: &ChaosArgs) -> anyhow::Result<Box<dyn Target>> {
             Box::new(LocalCluster::attach(
                 &args.cluster_dir,
                 args.quiver_bin.as_deref(),
+                &args.cluster_script,
             )?)
         }
         TargetKind::Compose => {

@@ -9,10 +9,8 @@
 //! remembered and removed by exactly the matching `iptables -D`.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -20,8 +18,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-/// How long a restarted process may take to answer `/ready`.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `cluster.py restart` may take (it waits up to 60 s for `/ready`).
+const RESTART_TIMEOUT: Duration = Duration::from_secs(90);
 /// Deadline of one `quiver admin status`.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -32,14 +30,12 @@ pub enum Role {
     Node,
 }
 
-/// One process of `cluster.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One process of `cluster.json` (the fields this tool needs).
+#[derive(Debug, Clone, Deserialize)]
 pub struct Process {
     pub name: String,
     pub role: Role,
-    pub config: PathBuf,
     pub data_dir: PathBuf,
-    pub log: PathBuf,
     /// `http://127.0.0.1:<port>` (the S3 Vectors API of a coordinator, health and metrics of a node).
     pub http: String,
     /// A coordinator's cluster port.
@@ -49,8 +45,6 @@ pub struct Process {
     #[serde(default)]
     pub addr: Option<String>,
     pub pid: i32,
-    #[serde(flatten)]
-    pub rest: BTreeMap<String, serde_json::Value>,
 }
 
 impl Process {
@@ -67,15 +61,20 @@ impl Process {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct ClusterState {
     pub processes: Vec<Process>,
     pub endpoints: Vec<String>,
     pub tls_dir: PathBuf,
     #[serde(default)]
     pub binary: Option<PathBuf>,
-    #[serde(flatten)]
-    pub rest: BTreeMap<String, serde_json::Value>,
+}
+
+fn read_state(dir: &Path) -> anyhow::Result<ClusterState> {
+    let path = dir.join("cluster.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 /// A process of a target, by name (`coordinator-1`, `node-2`, ...).
@@ -302,33 +301,36 @@ pub trait Target: Send {
 pub struct LocalCluster {
     dir: PathBuf,
     binary: PathBuf,
+    /// `scripts/cluster.py`, which (re)starts processes and records them in `cluster.json`.
+    script: PathBuf,
     state: ClusterState,
-    /// Processes this tool restarted, kept to reap them when they are killed again.
-    children: BTreeMap<String, Child>,
     /// Every iptables rule in place.
     rules: Vec<Rule>,
 }
 
 impl LocalCluster {
-    /// Attaches to the cluster described by `dir/cluster.json`.
-    pub fn attach(dir: &Path, binary: Option<&Path>) -> anyhow::Result<LocalCluster> {
-        let path = dir.join("cluster.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let state: ClusterState =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    /// Attaches to the cluster described by `dir/cluster.json`; `script` restarts processes.
+    pub fn attach(
+        dir: &Path,
+        binary: Option<&Path>,
+        script: &Path,
+    ) -> anyhow::Result<LocalCluster> {
+        let state = read_state(dir)?;
         let binary = binary
             .map(Path::to_path_buf)
             .or_else(|| state.binary.clone())
             .context("cluster.json names no binary: pass --quiver-bin")?;
         if state.processes.is_empty() || state.endpoints.is_empty() {
-            bail!("{} lists no processes or no endpoints", path.display());
+            bail!(
+                "{}/cluster.json lists no processes or no endpoints",
+                dir.display()
+            );
         }
         Ok(LocalCluster {
             dir: dir.to_path_buf(),
             binary,
+            script: script.to_path_buf(),
             state,
-            children: BTreeMap::new(),
             rules: Vec::new(),
         })
     }
@@ -353,55 +355,15 @@ impl LocalCluster {
         Ok(())
     }
 
-    fn wait_dead(&mut self, name: &str, pid: i32) -> anyhow::Result<()> {
+    fn wait_dead(&self, name: &str, pid: i32) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(child) = self.children.get_mut(name) {
-                if child.try_wait()?.is_some() {
-                    self.children.remove(name);
-                    return Ok(());
-                }
-            } else if !alive(pid) {
-                return Ok(());
-            }
+        while alive(pid) {
             if Instant::now() > deadline {
                 bail!("{name} (pid {pid}) still alive 10 s after SIGKILL");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    fn wait_ready(&mut self, name: &str, http: &str) -> anyhow::Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let url = format!("{http}/ready");
-        loop {
-            if let Some(child) = self.children.get_mut(name) {
-                if let Some(status) = child.try_wait()? {
-                    self.children.remove(name);
-                    bail!("{name} exited ({status}) while starting; see its log");
-                }
-            }
-            // `quiver health` is the image's health check: 0 on HTTP 200.
-            if run_with_timeout(
-                Command::new(&self.binary).args(["health", "--url", &url]),
-                Duration::from_secs(5),
-            )
-            .is_ok()
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("{name} not ready {READY_TIMEOUT:?} after a restart; see its log");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn save(&self) -> anyhow::Result<()> {
-        let path = self.dir.join("cluster.json");
-        let tmp = self.dir.join("cluster.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.state)?)?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+        Ok(())
     }
 
     fn ports(&self, names: &[String]) -> anyhow::Result<String> {
@@ -455,44 +417,23 @@ impl Target for LocalCluster {
         Ok(())
     }
 
-    /// Starts the process as `cluster.py` does and records its pid in `cluster.json`.
+    /// `cluster.py restart`: launches the process as `start` did, records its pid in
+    /// `cluster.json` and waits until it is ready.
     fn restart(&mut self, name: &str) -> anyhow::Result<()> {
-        let process = self.process(name)?.clone();
-        if alive(process.pid) {
+        if alive(self.process(name)?.pid) {
             return Ok(());
         }
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&process.log)
-            .with_context(|| format!("opening {}", process.log.display()))?;
-        let role = match process.role {
-            Role::Coordinator => "coordinator",
-            Role::Node => "node",
-        };
-        let child = Command::new(&self.binary)
-            .arg(role)
-            .arg("--config")
-            .arg(&process.config)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        let pid = i32::try_from(child.id()).context("pid out of range")?;
-        self.children.insert(name.to_owned(), child);
-        for p in &mut self.state.processes {
-            if p.name == name {
-                p.pid = pid;
-            }
-        }
-        self.save()?;
-        self.wait_ready(name, &process.http)
+        run_with_timeout(
+            Command::new(&self.script)
+                .args(["restart", name, "--dir"])
+                .arg(&self.dir)
+                .arg("--binary")
+                .arg(&self.binary),
+            RESTART_TIMEOUT,
+        )
+        .with_context(|| format!("restarting {name}"))?;
+        self.state = read_state(&self.dir)?;
+        Ok(())
     }
 
     /// Drops UDP packets between the two groups' cluster ports.
