@@ -29,8 +29,8 @@ unit: deps
 	cargo test --workspace
 
 api: deps
-	cargo build -p quiver --bin quiver
-	QUIVER_BIN=$(CARGO_TARGET_DIR)/debug/quiver tests/api/run.sh
+	cargo build -p quiver --bin quiver -p quiver-chaos --bin quiver-chaos
+	QUIVER_BIN=$(CARGO_TARGET_DIR)/debug/quiver QUIVER_CHAOS_BIN=$(CHAOS_DEBUG) tests/api/run.sh
 
 ## A local cluster: 3 coordinators (HTTP 8277-8279) and 3 nodes as separate processes, state in
 ## CLUSTER_DIR/cluster.json. `make cluster-stop` stops it; scripts/cluster.py kill/restart NAME.
@@ -44,10 +44,11 @@ cluster-stop:
 cluster-status:
 	scripts/cluster.py status --dir $(CLUSTER_DIR) --binary $(CARGO_TARGET_DIR)/release/quiver
 
-## The multi-process cluster test (kill -9 of a leader and a node, whole-cluster restart, foreign CA).
+## The multi-process cluster test (kill -9 of a leader and a node, whole-cluster restart, foreign CA,
+## a coordinator besieged on its HTTP and QUIC ports by quiver-chaos siege).
 cluster-test: deps
-	cargo build -p quiver --bin quiver
-	QUIVER_BIN=$(CARGO_TARGET_DIR)/debug/quiver QUIVER_TESTS=tests/cluster tests/api/run.sh -s
+	cargo build -p quiver --bin quiver -p quiver-chaos --bin quiver-chaos
+	QUIVER_BIN=$(CARGO_TARGET_DIR)/debug/quiver QUIVER_CHAOS_BIN=$(CHAOS_DEBUG) QUIVER_TESTS=tests/cluster tests/api/run.sh -s
 
 ## Everything CI runs: formatting, lints, Rust tests, the end-to-end API suite with boto3, the
 ## multi-process cluster test, the offline deployment checks, the compose scenario in containers

@@ -36,6 +36,18 @@ DEFAULT_BINARY = Path.home() / ".cache" / "quiver" / "target" / "release" / "qui
 READY_TIMEOUT_S = 60.0
 
 
+def _open_file_limit(n: int | None):
+    """A `preexec_fn` setting a child's soft and hard RLIMIT_NOFILE to `n` (None: inherited)."""
+    if n is None:
+        return None
+
+    def apply() -> None:
+        import resource
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+    return apply
+
+
 class Cluster:
     def __init__(
         self,
@@ -164,7 +176,7 @@ class Cluster:
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self.state_file)
 
-    def launch(self, name: str, fresh: bool = False) -> dict:
+    def launch(self, name: str, fresh: bool = False, open_files: int | None = None) -> dict:
         # `restart` keeps a process's recorded layout (ports, paths) whatever arguments this
         # invocation was given; `start` (fresh) has just written the configs from them.
         saved = {} if fresh else {p["name"]: p for p in self.load_state()["processes"]}
@@ -174,7 +186,7 @@ class Cluster:
         proc = subprocess.Popen(
             [str(self.binary), spec["role"], "--config", spec["config"]],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=env,
+            start_new_session=True, env=env, preexec_fn=_open_file_limit(open_files),
         )
         log.close()
         return {**spec, "pid": proc.pid}
@@ -202,9 +214,11 @@ class Cluster:
                 return p
         raise KeyError(name)
 
-    def restart(self, name: str, wait: bool = True) -> dict:
+    def restart(self, name: str, wait: bool = True, open_files: int | None = None) -> dict:
+        """Starts `name` again with its recorded layout; `open_files` sets its soft and hard
+        open-file limit (default: inherited)."""
         state = self.load_state()
-        entry = self.launch(name)
+        entry = self.launch(name, open_files=open_files)
         state["processes"] = [entry if p["name"] == name else p for p in state["processes"]]
         self.save_state(state)
         if wait:

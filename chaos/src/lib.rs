@@ -14,4 +14,5 @@ pub mod load;
 pub mod plot;
 pub mod report;
 pub mod server;
+pub mod siege;
 pub mod workload;

@@ -1,4 +1,4 @@
-//! The `quiver-chaos` binary: `load`, `bench` and `chaos`.
+//! The `quiver-chaos` binary: `load`, `bench`, `chaos`, `check` and `siege`.
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +25,9 @@ enum Command {
     Chaos(quiver_chaos::chaos::ChaosArgs),
     /// Run the chaos checker again on a recorded history.
     Check(quiver_chaos::chaos::CheckArgs),
+    /// Hold hostile connections open against a process's HTTP and QUIC ports (idle, trickling,
+    /// stalled mid-request, strangers' handshakes) while real clients are measured.
+    Siege(quiver_chaos::siege::SiegeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,6 +42,7 @@ fn main() -> anyhow::Result<()> {
             Command::Bench(args) => quiver_chaos::bench::run(args).await,
             Command::Chaos(args) => quiver_chaos::chaos::run(args).await,
             Command::Check(args) => quiver_chaos::chaos::check_history(&args),
+            Command::Siege(args) => quiver_chaos::siege::run(args).await,
         }
     })?;
     if !passed {

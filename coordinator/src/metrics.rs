@@ -28,8 +28,76 @@ struct NodeLabels {
     node: String,
 }
 
+/// The HTTP server's connection counters (see `quiver::http`): shared by clone, registered in a
+/// coordinator's [`Metrics`] and in a node's exposition.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionMetrics {
+    /// Connections open now.
+    pub open: Gauge,
+    /// Connections accepted since start.
+    pub accepted: Counter,
+    /// Connections closed at once because every slot held a request in flight.
+    pub refused: Counter,
+    /// Idle connections closed to make room for a new one.
+    pub evicted: Counter,
+    /// Accepts that failed because the process ran out of descriptors.
+    pub out_of_descriptors: Counter,
+    /// Connections closed because a request's headers did not arrive in time (or it sat idle).
+    pub header_timeouts: Counter,
+    /// Requests whose body arrived slower than the minimum rate.
+    pub slow_bodies: Counter,
+}
+
+impl ConnectionMetrics {
+    /// Registers every counter under `http_connections_*` / `http_*`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "http_connections_open",
+            "HTTP connections open now",
+            self.open.clone(),
+        );
+        let counters = [
+            (
+                "http_connections_accepted",
+                "HTTP connections accepted",
+                &self.accepted,
+            ),
+            (
+                "http_connections_refused",
+                "HTTP connections closed at once: every slot had a request in flight",
+                &self.refused,
+            ),
+            (
+                "http_connections_evicted",
+                "Idle HTTP connections closed to make room for a new one",
+                &self.evicted,
+            ),
+            (
+                "http_accept_out_of_descriptors",
+                "HTTP accepts that failed because the process had no free descriptor",
+                &self.out_of_descriptors,
+            ),
+            (
+                "http_header_timeouts",
+                "HTTP connections closed because request headers did not arrive in time",
+                &self.header_timeouts,
+            ),
+            (
+                "http_slow_bodies",
+                "HTTP requests refused because the body arrived slower than the minimum rate",
+                &self.slow_bodies,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// The HTTP server's connection counters, exposed with the rest.
+    pub connections: ConnectionMetrics,
     requests: Family<RequestLabels, Counter>,
     latency: Family<OperationLabels, Histogram>,
     raft_term: Gauge,
@@ -101,8 +169,11 @@ impl Default for Metrics {
             "Shards placed on each storage node",
             node_shards.clone(),
         );
+        let connections = ConnectionMetrics::default();
+        connections.register(&mut registry);
         Metrics {
             registry,
+            connections,
             requests,
             latency,
             raft_term,

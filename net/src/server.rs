@@ -17,10 +17,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::connections::{Admission, Connections, Slot};
 use crate::tls::{ClusterIdentity, Roles, TlsError};
 
-/// Connections served at once; more are refused at the QUIC handshake.
+/// Connections served at once. A new one over the bound closes the connection idle longest (no
+/// stream in flight; one that never sent a request first), or is refused if all are busy.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// Handshakes in progress at once; more are refused, and past half of it a peer whose address
+/// is not yet validated is asked to retry (QUIC's stateless retry: a spoofed source gets nowhere).
+pub const MAX_HANDSHAKES: usize = 256;
+/// How long a peer has to complete the QUIC and TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest deadline a caller may ask for; longer ones are cut to this.
 pub const MAX_DEADLINE: Duration = Duration::from_secs(120);
 /// How long a peer may take to send its request bytes.
@@ -77,7 +84,8 @@ pub async fn serve<S: RpcService>(
     service: Arc<S>,
     shutdown: CancellationToken,
 ) {
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let table = Connections::new(MAX_CONNECTIONS);
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     let budget = Arc::new(Semaphore::new(READ_BUDGET_KIB));
     let streams = TaskTracker::new();
     loop {
@@ -86,23 +94,39 @@ pub async fn serve<S: RpcService>(
             () = shutdown.cancelled() => break,
         };
         let Some(incoming) = incoming else { break };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
+        let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
             incoming.refuse();
             continue;
         };
-        let service = service.clone();
-        let shutdown = shutdown.clone();
-        let budget = budget.clone();
-        let streams = streams.clone();
+        if handshakes.available_permits() < MAX_HANDSHAKES / 2
+            && !incoming.remote_address_validated()
+            && incoming.may_retry()
+        {
+            let _ = incoming.retry();
+            continue;
+        }
+        let served = Served {
+            service: service.clone(),
+            budget: budget.clone(),
+            streams: streams.clone(),
+            table: table.clone(),
+            shutdown: shutdown.clone(),
+        };
         tokio::spawn(async move {
-            let _permit = permit;
             let remote = incoming.remote_address();
-            match incoming.await {
-                Ok(connection) => {
-                    serve_connection(connection, service, budget, streams, shutdown).await
+            let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+                Ok(Ok(connection)) => connection,
+                Ok(Err(error)) => {
+                    tracing::debug!(%remote, %error, "quic handshake failed");
+                    return;
                 }
-                Err(error) => tracing::debug!(%remote, %error, "quic handshake failed"),
-            }
+                Err(_) => {
+                    tracing::debug!(%remote, "quic handshake timed out");
+                    return;
+                }
+            };
+            drop(handshake);
+            served.connection(connection).await;
         });
     }
     streams.close();
@@ -120,29 +144,65 @@ pub async fn serve<S: RpcService>(
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }
 
-async fn serve_connection<S: RpcService>(
-    connection: quinn::Connection,
+/// What serving one connection shares with the rest of the server.
+struct Served<S> {
     service: Arc<S>,
     budget: Arc<Semaphore>,
     streams: TaskTracker,
+    table: Arc<Connections>,
     shutdown: CancellationToken,
-) {
-    let roles = Roles::of_peer(&connection);
-    loop {
-        let stream = tokio::select! {
-            stream = connection.accept_bi() => stream,
-            () = shutdown.cancelled() => return,
+}
+
+impl<S: RpcService> Served<S> {
+    /// Takes a slot in the connection table (closing an idle connection if it is full), then
+    /// serves the connection's streams until it closes, is evicted, or the server shuts down.
+    async fn connection(self, connection: quinn::Connection) {
+        let slot = match self.table.admit() {
+            Admission::Admitted { slot, evicted } => {
+                if evicted.is_some() {
+                    tracing::debug!("quic connections at their bound: closed an idle one");
+                }
+                slot
+            }
+            Admission::Full => {
+                tracing::debug!("quic connections at their bound, all busy: refused one");
+                connection.close(CLOSE_BUSY.into(), b"server busy");
+                return;
+            }
         };
-        let Ok((send, recv)) = stream else { return };
-        streams.spawn(serve_stream(
-            send,
-            recv,
-            service.clone(),
-            roles,
-            budget.clone(),
-        ));
+        let roles = Roles::of_peer(&connection);
+        loop {
+            let stream = tokio::select! {
+                stream = connection.accept_bi() => stream,
+                () = slot.evicted.cancelled() => break,
+                () = self.shutdown.cancelled() => break,
+            };
+            let Ok((send, recv)) = stream else { break };
+            self.streams.spawn(serve_stream(
+                send,
+                recv,
+                self.service.clone(),
+                roles,
+                self.budget.clone(),
+                (self.table.clone(), slot.clone()),
+            ));
+        }
+        self.table.release(&slot);
+        if slot.evicted.is_cancelled() {
+            // Requests being handled answer first (bounded by their deadlines); streams still
+            // being read, a stalled peer's, are cut by the close.
+            let until = Instant::now() + MAX_DEADLINE;
+            while slot.busy() && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            connection.close(CLOSE_EVICTED.into(), b"evicted: too many connections");
+        }
     }
 }
+
+/// Application close codes of the server.
+const CLOSE_BUSY: u32 = 0x10;
+const CLOSE_EVICTED: u32 = 0x11;
 
 fn now_unix_ms() -> u64 {
     SystemTime::now()
@@ -188,6 +248,7 @@ async fn serve_stream<S: RpcService>(
     service: Arc<S>,
     roles: Roles,
     budget: Arc<Semaphore>,
+    (table, slot): (Arc<Connections>, Arc<Slot>),
 ) {
     let (bytes, budget_held) =
         match tokio::time::timeout(READ_TIMEOUT, read_request(&mut recv, &budget)).await {
@@ -202,12 +263,17 @@ async fn serve_stream<S: RpcService>(
                 return;
             }
         };
+    // Busy from the whole request to the whole answer: a connection whose streams are still
+    // being read may be closed to make room (`crate::connections`); one answering may not.
+    let busy = table.begin(&slot);
     let Some(bytes) = respond(service, &bytes, roles).await else {
         let _ = send.reset(3u32.into());
         return;
     };
     drop(budget_held);
-    if send.write_all(&bytes).await.is_ok() && send.finish().is_ok() {
+    let sent = send.write_all(&bytes).await.is_ok() && send.finish().is_ok();
+    drop(busy);
+    if sent {
         // Stay tracked until the peer has the whole answer, so a draining shutdown does not
         // close the endpoint under it (bounded: a vanished peer must not hold the task).
         let _ = tokio::time::timeout(READ_TIMEOUT, send.stopped()).await;

@@ -115,6 +115,9 @@ pub struct CoordinatorConfig {
     pub replication_factor: usize,
     #[serde(default = "default_max_concurrent_requests")]
     pub max_concurrent_requests: usize,
+    /// HTTP connections held at once (0, the default: the open-file limit minus a reserve).
+    #[serde(default)]
+    pub max_http_connections: usize,
     #[serde(default = "default_write_requests")]
     pub max_write_requests_per_index: u32,
     #[serde(default = "default_write_vectors")]
@@ -250,6 +253,7 @@ impl CoordinatorConfig {
         "shards_per_index",
         "replication_factor",
         "max_concurrent_requests",
+        "max_http_connections",
         "max_write_requests_per_index",
         "max_write_vectors_per_index",
         "max_read_requests_per_index",

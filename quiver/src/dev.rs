@@ -76,6 +76,10 @@ pub struct DevArgs {
     /// API requests executing at once; more wait up to 2 s for a slot, then get 429.
     #[arg(long, default_value_t = DEFAULT_MAX_CONCURRENT_REQUESTS, env = "QUIVER_MAX_CONCURRENT_REQUESTS")]
     pub max_concurrent_requests: usize,
+    /// HTTP connections held at once; over it an idle one is closed, or the newcomer when all
+    /// are busy. 0: the open-file limit minus a reserve for storage (logged at start).
+    #[arg(long, default_value_t = 0, env = "QUIVER_MAX_HTTP_CONNECTIONS")]
+    pub max_http_connections: usize,
     /// FAISS index description for new shards (wrapped in IDMap2).
     #[arg(long, default_value = quiver_node::index::vector::DEFAULT_INDEX_DESCRIPTION, env = "QUIVER_FAISS_INDEX")]
     pub faiss_index: String,
@@ -141,6 +145,7 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
             // One embedded node: every shard is a one-voter group.
             replication_factor: 1,
             max_concurrent_requests: args.max_concurrent_requests,
+            max_http_connections: args.max_http_connections,
             limits: RateLimits {
                 write_requests_per_second: args.max_write_requests_per_index,
                 write_vectors_per_second: args.max_write_vectors_per_index,

@@ -55,6 +55,10 @@ fn main() -> anyhow::Result<()> {
         Command::Health(args) => return quiver::health::run(args),
         command => Cli { command },
     };
+    if !matches!(cli.command, Command::Admin(_)) {
+        // A serving process: raise the open-file limit before anything opens files.
+        quiver::fd_budget::raise_open_file_limit();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("quiver")

@@ -22,7 +22,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::process::serve_http;
+use crate::http::HttpLimits;
+use quiver_coordinator::metrics::ConnectionMetrics;
+
+/// Connections the health and metrics port of a node holds at once (probes and scrapers).
+const NODE_HTTP_CONNECTIONS: usize = 256;
 
 pub struct NodeSettings {
     pub id: String,
@@ -97,8 +101,20 @@ pub async fn start_node(
             .await
             .with_context(|| format!("binding {listen}"))?;
         http_addr = Some(listener.local_addr()?);
-        let app = node_router(settings.id, service.clone(), joined.clone());
-        tasks.push(tokio::spawn(serve_http(listener, app, shutdown.clone())));
+        let connections = ConnectionMetrics::default();
+        let app = node_router(
+            settings.id,
+            service.clone(),
+            joined.clone(),
+            connections.clone(),
+        );
+        tasks.push(tokio::spawn(crate::http::serve(
+            listener,
+            app,
+            HttpLimits::with_max_connections(NODE_HTTP_CONNECTIONS),
+            connections,
+            shutdown.clone(),
+        )));
     }
     Ok(Node {
         service,
@@ -114,6 +130,7 @@ fn node_router(
     id: String,
     service: Arc<NodeService>,
     joined: watch::Receiver<bool>,
+    connections: ConnectionMetrics,
 ) -> axum::Router {
     use axum::http::StatusCode;
     use axum::routing::get;
@@ -136,7 +153,12 @@ fn node_router(
         .route(
             "/metrics",
             get(move || {
-                let body = node_metrics(&id, &service.replication_summary(), *joined.borrow());
+                let body = node_metrics(
+                    &id,
+                    &service.replication_summary(),
+                    *joined.borrow(),
+                    &connections,
+                );
                 async move { quiver_coordinator::metrics::exposition(body) }
             }),
         )
@@ -149,8 +171,14 @@ struct NodeLabels {
 
 /// The metrics of a storage node: shard replicas hosted and led, replication lag, elections and
 /// snapshots, and whether it joined the cluster.
-pub fn node_metrics(node: &str, replication: &ReplicationSummary, joined: bool) -> String {
+pub fn node_metrics(
+    node: &str,
+    replication: &ReplicationSummary,
+    joined: bool,
+    connections: &ConnectionMetrics,
+) -> String {
     let mut registry = Registry::with_prefix("quiver_node");
+    connections.register(&mut registry);
     let labels = NodeLabels {
         node: node.to_owned(),
     };

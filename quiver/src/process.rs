@@ -19,6 +19,8 @@ use quiver_net::fault::FaultTransport;
 use quiver_net::tls::ClusterIdentity;
 use quiver_net::{QuicTransport, Transport};
 use tokio::task::JoinHandle;
+
+use crate::http::HttpLimits;
 use tokio_util::sync::CancellationToken;
 
 /// What the S3 Vectors API of a coordinator needs.
@@ -29,6 +31,8 @@ pub struct ApiSettings {
     pub shards_per_index: u32,
     pub replication_factor: usize,
     pub max_concurrent_requests: usize,
+    /// HTTP connections held at once (0: from the open-file budget, see `fd_budget`).
+    pub max_http_connections: usize,
     pub limits: RateLimits,
     pub tokens: TokenSigner,
 }
@@ -146,7 +150,17 @@ pub async fn start_coordinator(
         api.tokens,
         api.limits,
     ));
-    let http = serve_http(listener, router(state), shutdown.clone());
+    let http_limits = HttpLimits::with_max_connections(
+        crate::fd_budget::current().http_cap(api.max_http_connections),
+    );
+    let connections = state.connection_metrics();
+    let http = crate::http::serve(
+        listener,
+        router(state),
+        http_limits,
+        connections,
+        shutdown.clone(),
+    );
     let shutdown_control = control.clone();
     tasks.push(tokio::spawn(async move {
         http.await;
@@ -158,20 +172,6 @@ pub async fn start_coordinator(
         cluster_addr,
         tasks,
     })
-}
-
-/// Serves `app` on `listener` until `shutdown`, then lets requests in flight finish.
-pub(crate) async fn serve_http(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    shutdown: CancellationToken,
-) {
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await;
-    if let Err(error) = served {
-        tracing::error!(%error, "http server failed");
-    }
 }
 
 /// `quiver coordinator --config F`.
@@ -217,6 +217,7 @@ pub async fn run_coordinator(
             shards_per_index: config.shards_per_index,
             replication_factor: config.replication_factor,
             max_concurrent_requests: config.max_concurrent_requests,
+            max_http_connections: config.max_http_connections,
             limits: RateLimits {
                 write_requests_per_second: config.max_write_requests_per_index,
                 write_vectors_per_second: config.max_write_vectors_per_index,

@@ -112,6 +112,7 @@ async fn coordinator_with_options(
             shards_per_index: 2,
             replication_factor: 1,
             max_concurrent_requests: 8,
+            max_http_connections: 0,
             limits: RateLimits {
                 write_requests_per_second: 0,
                 write_vectors_per_second: 0,

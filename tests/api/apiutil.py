@@ -49,6 +49,19 @@ def quiver_bin() -> str:
     return os.environ.get("QUIVER_BIN", DEFAULT_BIN)
 
 
+def open_file_limit(n: int | None):
+    """A `preexec_fn` that sets a child's soft and hard open-file limit to `n` (None: no-op)."""
+    if n is None:
+        return None
+
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+
+    return apply
+
+
 def free_port() -> int:
     """A currently unused TCP port on 127.0.0.1 (small race window, good enough for tests)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -59,8 +72,16 @@ def free_port() -> int:
 class QuiverServer:
     """A `quiver dev` process with a fixed data dir and port that survives restarts."""
 
-    def __init__(self, base_dir: Path | str, port: int | None = None, binary: str | None = None):
+    def __init__(
+        self,
+        base_dir: Path | str,
+        port: int | None = None,
+        binary: str | None = None,
+        open_files: int | None = None,
+    ):
         self.base_dir = Path(base_dir)
+        # Soft and hard RLIMIT_NOFILE of the process (None: inherited).
+        self.open_files = open_files
         self.data_dir = self.base_dir / "data"
         self.log_path = self.base_dir / "server.log"
         self.port = port or free_port()
@@ -101,6 +122,7 @@ class QuiverServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C on pytest must not hit the server first
+                preexec_fn=open_file_limit(self.open_files),
             )
         if self not in SERVERS:
             SERVERS.append(self)

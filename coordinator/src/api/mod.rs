@@ -115,6 +115,11 @@ impl AppState {
             admission,
         }
     }
+
+    /// The HTTP server's connection counters, exposed at `/metrics`.
+    pub fn connection_metrics(&self) -> crate::metrics::ConnectionMetrics {
+        self.metrics.connections.clone()
+    }
 }
 
 /// One authenticated request.
