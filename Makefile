@@ -53,7 +53,19 @@ cluster-test: deps
 ## Everything CI runs: formatting, lints, Rust tests, the end-to-end API suite with boto3, the
 ## multi-process cluster test, the offline deployment checks, the compose scenario in containers
 ## (from the debug binary), and short benchmark and load runs.
-test: lint unit api cluster-test deploy-test compose-smoke chaos-smoke bench-smoke load-smoke
+test: lint unit api cluster-test deploy-test compose-smoke chaos-smoke bench-smoke load-smoke fuzz-smoke
+
+## Coverage-guided fuzzing (fuzz/, cargo fuzz + libFuzzer) of every parser facing the network:
+## each target for FUZZ_SECONDS, seeded with the requests the handler tests send. A crash fails
+## the run and leaves its input in fuzz/artifacts/TARGET/. `make fuzz-smoke` (in `make test`)
+## runs each for 30 s.
+.PHONY: fuzz fuzz-smoke
+FUZZ_SECONDS ?= 300
+fuzz: deps
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+fuzz-smoke: deps
+	scripts/fuzz.sh 30
 
 ## Benchmarks and load (quiver-chaos, see chaos/README.md). Reports (JSON, SVG plots) land in $(CARGO_TARGET_DIR)/quiver-chaos-*.
 .PHONY: bench bench-smoke load load-smoke

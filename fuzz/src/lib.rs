@@ -41,7 +41,7 @@ pub async fn seeded_harness() -> Harness {
             json!({ "vectorBucketName": BUCKET }),
         )
         .await
-        .ok_empty();
+        .ok();
     harness
         .call(
             Who::Dev,
@@ -53,7 +53,7 @@ pub async fn seeded_harness() -> Harness {
             }),
         )
         .await
-        .ok_empty();
+        .ok();
     let vectors: Vec<_> = (0..8)
         .map(|i| {
             json!({

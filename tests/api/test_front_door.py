@@ -51,3 +51,31 @@ def test_every_request_is_served_while_strangers_hold_thousands_of_connections(t
         # And the server still answers after the siege.
         s3v.get_vectors(vectorBucketName=bucket, indexName=index, keys=["live-0"])
         assert srv.alive()
+
+
+def test_a_body_slower_than_the_minimum_rate_is_cut_with_an_s3_error(quiver):
+    """Headers at once, then a body a byte a second: after the 10 s grace the request is
+    answered 408 RequestTimeoutException and the connection closed (not held for minutes)."""
+    import socket
+    import time
+
+    host, port = quiver.endpoint.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"POST /ListVectorBuckets HTTP/1.1\r\nHost: quiver\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+        started = time.monotonic()
+        sock.settimeout(1.0)
+        answer = b""
+        while time.monotonic() - started < 25 and b"\r\n\r\n" not in answer:
+            try:
+                sock.sendall(b" ")
+                answer += sock.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+        elapsed = time.monotonic() - started
+    head = answer.split(b"\r\n\r\n")[0].decode(errors="replace")
+    assert head.startswith("HTTP/1.1 408"), head
+    assert "x-amzn-errortype: requesttimeoutexception" in head.lower(), head
+    assert 9 < elapsed < 15, elapsed

@@ -424,7 +424,7 @@ def test_metrics_and_health(cluster):
 
 def test_front_door_of_a_coordinator_under_siege(cluster, tmp_path):
     """Coordinator 1, restarted with an open-file limit of 1,024, besieged on both ports: 2,000
-    idle and 200 trickling HTTP connections, 1,500 QUIC peers with a cluster certificate that
+    idle and 200 trickling HTTP connections, 1,200 QUIC peers with a cluster certificate that
     stall mid-request after the handshake, and strangers' handshakes. A client that never
     retries is served throughout (p99 under 100 ms) and nothing runs out of descriptors."""
     sys.path.insert(0, str(REPO / "tests" / "api"))
@@ -440,8 +440,10 @@ def test_front_door_of_a_coordinator_under_siege(cluster, tmp_path):
     s3v.create_index(vectorBucketName=bucket, indexName=index, dataType="float32",
                      dimension=DIM, distanceMetric="euclidean")
     http = c.http_endpoint(1).removeprefix("http://")
+    # 1,200 stalled peers: past the QUIC bound of 1,024, so the stalled ones are evicted (and come
+    # back a second later) while the coordinators' and nodes' own connections are kept.
     with Siege(tmp_path / "siege.json", 25, http=http, quic=c.cluster_addr(1),
-               tls_dir=str(c.tls)) as siege:
+               tls_dir=str(c.tls), stalled=1200, strangers=50) as siege:
         latencies, errors = drive(s3v, bucket, index, DIM, 15.0)
         report = siege.finish()
     print(f"\ncoordinator under siege: {len(latencies)} requests, {len(errors)} failed, "
@@ -449,8 +451,8 @@ def test_front_door_of_a_coordinator_under_siege(cluster, tmp_path):
     assert not errors, errors[:5]
     assert p99(latencies) < 0.100, f"p99 {p99(latencies) * 1000:.1f} ms over {len(latencies)} requests"
     assert report["idle"]["opened"] >= 2000 and report["idle"]["closed_by_server"] > 0, report
-    assert report["stalled"]["opened"] >= 1500 and report["stalled"]["closed_by_server"] > 0, report
-    assert report["strangers"]["opened"] + report["strangers"]["failed"] >= 100, report
+    assert report["stalled"]["opened"] >= 1200 and report["stalled"]["closed_by_server"] > 0, report
+    assert report["strangers"]["opened"] + report["strangers"]["failed"] >= 50, report
     log = Path(c.process("coordinator-1")["log"]).read_text(errors="replace")
     for sign in STARVED:
         assert sign not in log, f"descriptor shortage in coordinator 1's log: {sign}"

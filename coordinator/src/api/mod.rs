@@ -254,6 +254,17 @@ fn ok_empty() -> Response {
     StatusCode::OK.into_response()
 }
 
+/// A body that could not be read: too large (413), or it stopped arriving (the front door's
+/// minimum rate, a client gone) — 408.
+fn body_rejected(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
+    let message = format!("Request body rejected: {}", rejection.body_text());
+    if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(message)
+    } else {
+        ApiError::RequestTimeout(message)
+    }
+}
+
 /// Runs one S3 Vectors request, for both routes (`POST /{operation}` and
 /// `GET|POST|DELETE /tags/{arn}`; `label` is the route's one path label, percent-decoded):
 /// body limit, authentication, the operation, its read barrier. The one place that logs a
@@ -261,21 +272,23 @@ fn ok_empty() -> Response {
 async fn dispatch(
     State(app): State<App>,
     Extension(RequestId(request_id)): Extension<RequestId>,
-    Path(label): Path<String>,
+    label: Result<Path<String>, axum::extract::rejection::PathRejection>,
     method: axum::http::Method,
     uri: axum::http::Uri,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    // A path label that does not percent-decode to UTF-8.
+    let label = match label {
+        Ok(Path(label)) => label,
+        Err(rejection) => {
+            return ApiError::validation(format!("Invalid request path: {}", rejection.body_text()))
+                .into_response()
+        }
+    };
     let body = match body {
         Ok(body) => body,
-        Err(rejection) => {
-            return ApiError::PayloadTooLarge(format!(
-                "Request body rejected: {}",
-                rejection.body_text()
-            ))
-            .into_response()
-        }
+        Err(rejection) => return body_rejected(rejection).into_response(),
     };
     let principal = match app.auth.authenticate(&method, &uri, &headers, &body) {
         Ok(principal) => principal,

@@ -133,3 +133,108 @@ pub struct ShardStatus {
     /// The nodes of the shard's replicas.
     pub replicas: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use openraft::{Entry, EntryPayload, LogId, Membership, Vote};
+    use quiver_proto::{ControlRequest, Envelope, NodeHello, PROTOCOL_VERSION};
+
+    use super::*;
+    use crate::catalog::CatalogCommand;
+
+    /// One of each coordinator-to-coordinator message, with Raft entries of every payload kind.
+    fn samples() -> Vec<PeerRequest> {
+        let log_id = |term, index| LogId::new(openraft::CommittedLeaderId::new(term, 1), index);
+        let node = CoordinatorNode {
+            cluster_addr: "10.0.0.1:7277".into(),
+            http_addr: "10.0.0.1:8277".into(),
+        };
+        let members = BTreeMap::from([(1, node.clone()), (2, node.clone())]);
+        let membership = Membership::new(vec![BTreeSet::from([1, 2])], members);
+        let proposal = Proposal {
+            id: 7,
+            command: CatalogCommand::SetTags {
+                bucket: "b".into(),
+                index: Some("i".into()),
+                tags: BTreeMap::from([("k".into(), "v".into())]),
+            },
+        };
+        let entries = vec![
+            Entry::<TypeConfig> {
+                log_id: log_id(2, 5),
+                payload: EntryPayload::Blank,
+            },
+            Entry {
+                log_id: log_id(2, 6),
+                payload: EntryPayload::Normal(proposal.clone()),
+            },
+            Entry {
+                log_id: log_id(2, 7),
+                payload: EntryPayload::Membership(membership),
+            },
+        ];
+        vec![
+            PeerRequest::AppendEntries(AppendEntriesRequest {
+                vote: Vote::new_committed(2, 1),
+                prev_log_id: Some(log_id(1, 4)),
+                entries,
+                leader_commit: Some(log_id(2, 5)),
+            }),
+            PeerRequest::Vote(VoteRequest::new(Vote::new(3, 2), Some(log_id(2, 7)))),
+            PeerRequest::Execute(proposal),
+            PeerRequest::ReadIndex,
+            PeerRequest::Status { digests: true },
+            PeerRequest::AddCoordinator { id: 4, node },
+            PeerRequest::RemoveCoordinator { id: 4 },
+        ]
+    }
+
+    /// Every peer message survives its wire encoding inside a `ControlRequest` envelope. With
+    /// `QUIVER_FUZZ_SEEDS=DIR` the envelopes are written as seeds of `fuzz/control_rpc`.
+    #[test]
+    fn peer_messages_round_trip_inside_control_envelopes() {
+        let heartbeat = ControlRequest::Heartbeat(NodeHello {
+            node_id: "node-1".into(),
+            addr: "10.0.0.5:7301".into(),
+            join_token: "token".into(),
+            incarnation: 42,
+        });
+        let mut bodies = vec![heartbeat];
+        for request in samples() {
+            let bytes = postcard::to_stdvec(&request).expect("encode");
+            let decoded: PeerRequest = postcard::from_bytes(&bytes).expect("decode");
+            assert_eq!(format!("{decoded:?}"), format!("{request:?}"));
+            bodies.push(ControlRequest::Peer(bytes));
+        }
+        for body in bodies {
+            let envelope = Envelope {
+                version: PROTOCOL_VERSION,
+                request_id: "seed".into(),
+                deadline_unix_ms: u64::MAX,
+                body,
+            };
+            let bytes = quiver_proto::encode(&envelope).expect("encode");
+            assert_eq!(
+                quiver_proto::decode::<ControlRequest>(&bytes)
+                    .expect("decode")
+                    .body,
+                envelope.body
+            );
+            if let Some(dir) = std::env::var_os("QUIVER_FUZZ_SEEDS") {
+                // control_rpc's first byte 0: a ControlRequest envelope.
+                let dir = std::path::Path::new(&dir).join("control_rpc");
+                std::fs::create_dir_all(&dir).expect("seed dir");
+                let name = format!("peer-{:08x}", crc(&bytes));
+                std::fs::write(dir.join(name), [&[0u8][..], &bytes].concat()).expect("seed");
+            }
+        }
+    }
+
+    fn crc(bytes: &[u8]) -> u32 {
+        bytes
+            .iter()
+            .fold(0u32, |h, b| h.rotate_left(5) ^ u32::from(*b))
+    }
+}

@@ -450,3 +450,20 @@ async fn missing_buckets_and_indexes_are_404_and_change_nothing() {
         }
     }
 }
+
+/// Found by `fuzz/http_raw`: a tag route whose ARN label does not percent-decode to UTF-8
+/// (`%ae`) was refused by the router's path extractor with a plain-text 400, not an S3 error.
+#[tokio::test]
+async fn a_path_label_that_is_not_utf8_gets_an_s3_error_and_changes_nothing() {
+    let h = populated().await;
+    let before = h.snapshot();
+    let request = unsigned(
+        Method::DELETE,
+        "/tags/arn%3Aaws%3As3vectors%3Au%ae2Dsst%2D1%3A123456789012%3Abucket%2Fbk1?tagKeys=a",
+    )
+    .body(axum::body::Body::empty())
+    .expect("request");
+    let message = h.send(request).await.error(400, "ValidationException");
+    assert!(message.starts_with("Invalid request path"), "{message}");
+    h.assert_unchanged(&before);
+}

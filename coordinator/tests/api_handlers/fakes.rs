@@ -439,6 +439,18 @@ impl RpcService for FakeNode {
         _roles: Roles,
         _deadline: Instant,
     ) -> BoxFuture<'static, NodeResponse> {
+        if let Some(dir) = std::env::var_os("QUIVER_FUZZ_SEEDS") {
+            // A seed of fuzz/fuzz_targets/node_rpc.rs: the request as it crossed the wire.
+            let envelope = quiver_proto::Envelope {
+                version: quiver_proto::PROTOCOL_VERSION,
+                request_id: "seed".into(),
+                deadline_unix_ms: u64::MAX,
+                body: request.clone(),
+            };
+            if let Ok(bytes) = quiver_proto::encode(&envelope) {
+                super::harness::write_seed(&std::path::Path::new(&dir).join("node_rpc"), &bytes);
+            }
+        }
         Box::pin(async move {
             self.requests.lock().push(request.kind());
             self.answer(request).unwrap_or_else(NodeResponse::Error)

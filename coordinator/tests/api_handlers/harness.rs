@@ -385,6 +385,11 @@ pub fn signed_at(
     )
     .expect("signable request");
     let (instructions, _) = sign(request, &params).expect("sign").into_parts();
+    let headers: Vec<(&str, &str)> = [("host", HOST), ("content-type", "application/json")]
+        .into_iter()
+        .chain(instructions.headers())
+        .collect();
+    record_seed(&method, path_and_query, &headers, &body);
     let mut builder = unsigned(method, path_and_query);
     for (name, value) in instructions.headers() {
         builder = builder.header(
@@ -393,6 +398,52 @@ pub fn signed_at(
         );
     }
     builder.body(Body::from(body)).expect("request")
+}
+
+/// With `QUIVER_FUZZ_SEEDS=DIR`, every signed request the tests send becomes a seed of the fuzz
+/// targets (`fuzz/`): `DIR/api_request/` (operation index, then the body) and `DIR/http_raw/`
+/// (method index, path, header lines, empty line, body). `make fuzz` collects them.
+pub fn record_seed(method: &Method, path_and_query: &str, headers: &[(&str, &str)], body: &[u8]) {
+    let Some(dir) = std::env::var_os("QUIVER_FUZZ_SEEDS") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let path = path_and_query.split('?').next().unwrap_or_default();
+    if let Some(index) = model_operations().iter().position(|(_, m, uri)| {
+        m == method
+            && match uri.strip_suffix("{resourceArn}") {
+                Some(prefix) => path.starts_with(prefix),
+                None => uri == path,
+            }
+    }) {
+        let mut seed = vec![u8::try_from(index).unwrap_or(0)];
+        seed.extend_from_slice(body);
+        write_seed(&dir.join("api_request"), &seed);
+    }
+    // The method indexes of fuzz/fuzz_targets/http_raw.rs.
+    let methods = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH"];
+    let pick = methods
+        .iter()
+        .position(|m| *m == method.as_str())
+        .unwrap_or(0);
+    let mut raw = vec![u8::try_from(pick).unwrap_or(0)];
+    raw.extend_from_slice(path_and_query.as_bytes());
+    raw.push(b'\n');
+    for (name, value) in headers {
+        raw.extend_from_slice(format!("{name}: {value}\n").as_bytes());
+    }
+    raw.push(b'\n');
+    raw.extend_from_slice(body);
+    write_seed(&dir.join("http_raw"), &raw);
+}
+
+/// Writes `seed` under `dir`, named by its content (the same seed twice is one file).
+pub fn write_seed(dir: &std::path::Path, seed: &[u8]) {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    seed.hash(&mut hasher);
+    let _ = std::fs::create_dir_all(dir);
+    let _ = std::fs::write(dir.join(format!("{:016x}", hasher.finish())), seed);
 }
 
 /// A request with the ordinary headers and no signature.
