@@ -36,7 +36,7 @@ DEFAULT_BINARY = Path.home() / ".cache" / "quiver" / "target" / "release" / "qui
 READY_TIMEOUT_S = 60.0
 
 
-def _open_file_limit(n: int | None):
+def open_file_limit(n: int | None):
     """A `preexec_fn` setting a child's soft and hard RLIMIT_NOFILE to `n` (None: inherited)."""
     if n is None:
         return None
@@ -186,7 +186,7 @@ class Cluster:
         proc = subprocess.Popen(
             [str(self.binary), spec["role"], "--config", spec["config"]],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=env, preexec_fn=_open_file_limit(open_files),
+            start_new_session=True, env=env, preexec_fn=open_file_limit(open_files),
         )
         log.close()
         return {**spec, "pid": proc.pid}

@@ -285,7 +285,21 @@ impl S3VectorsClient {
         request: &QueryVectorsRequest<'_>,
     ) -> Result<Vec<String>, Failure> {
         let response: QueryVectorsResponse = self.call_json("QueryVectors", request).await?;
-        Ok(response.vectors.into_iter().map(|v| v.key).collect())
+        let keys: Vec<String> = response.vectors.into_iter().map(|v| v.key).collect();
+        let distinct: std::collections::HashSet<&String> = keys.iter().collect();
+        if keys.len() > request.top_k || distinct.len() != keys.len() {
+            return Err(Failure {
+                error_type: "ChaosBadAnswer".into(),
+                status: Some(200),
+                message: format!(
+                    "{} keys ({} distinct) for topK {}",
+                    keys.len(),
+                    distinct.len(),
+                    request.top_k
+                ),
+            });
+        }
+        Ok(keys)
     }
 
     /// Returns the keys found.

@@ -122,14 +122,19 @@ pub fn ground_truth(
     out
 }
 
-/// |retrieved ∩ truth| / |truth| (1.0 when the truth is empty: nothing could be found).
+/// |distinct retrieved ∩ truth| / |truth| (1.0 when the truth is empty: nothing could be
+/// found). A right answer returned twice counts once.
 pub fn recall(retrieved: &[usize], truth: &[usize]) -> f64 {
     if truth.is_empty() {
         return 1.0;
     }
     let truth: HashSet<usize> = truth.iter().copied().collect();
-    let hits = retrieved.iter().filter(|i| truth.contains(i)).count();
-    hits as f64 / truth.len() as f64
+    let hits: HashSet<usize> = retrieved
+        .iter()
+        .copied()
+        .filter(|i| truth.contains(i))
+        .collect();
+    hits.len() as f64 / truth.len() as f64
 }
 
 /// Running mean of recall values.
@@ -230,6 +235,8 @@ mod tests {
         assert_eq!(recall(&[1, 2, 3, 4], &[1, 2, 5, 6]), 0.5);
         assert_eq!(recall(&[], &[]), 1.0);
         assert_eq!(recall(&[], &[1]), 0.0);
+        // Ten copies of one right answer are one right answer.
+        assert_eq!(recall(&[1; 10], &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]), 0.1);
         let mut sum = RecallSum::default();
         assert_eq!(sum.mean(), None);
         sum.add(1.0);

@@ -145,6 +145,13 @@ pub async fn run(args: SiegeArgs) -> anyhow::Result<bool> {
     if let Some(addr) = args.quic {
         let endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
             .context("binding a UDP socket")?;
+        let peer = |config: &quinn::ClientConfig, counts: &Arc<Counts>| QuicPeer {
+            endpoint: endpoint.clone(),
+            config: config.clone(),
+            addr,
+            pace,
+            counts: counts.clone(),
+        };
         if args.stalled > 0 {
             let dir = args
                 .tls_dir
@@ -154,14 +161,7 @@ pub async fn run(args: SiegeArgs) -> anyhow::Result<bool> {
                 .with_context(|| format!("loading {} from {}", args.tls_name, dir.display()))?
                 .quic_client_config()?;
             for _ in 0..args.stalled {
-                let peer = QuicPeer {
-                    endpoint: endpoint.clone(),
-                    config: config.clone(),
-                    addr,
-                    pace,
-                    counts: stalled.clone(),
-                };
-                tasks.spawn(peer.stall());
+                tasks.spawn(peer(&config, &stalled).stall());
             }
         }
         if args.strangers > 0 {
@@ -172,14 +172,7 @@ pub async fn run(args: SiegeArgs) -> anyhow::Result<bool> {
             let config = ClusterIdentity::load(dir.path(), "stranger")?.quic_client_config()?;
             _stranger_dir = dir;
             for _ in 0..args.strangers {
-                let peer = QuicPeer {
-                    endpoint: endpoint.clone(),
-                    config: config.clone(),
-                    addr,
-                    pace,
-                    counts: strangers.clone(),
-                };
-                tasks.spawn(peer.knock());
+                tasks.spawn(peer(&config, &strangers).knock());
             }
         }
     }

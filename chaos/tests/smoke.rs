@@ -1,10 +1,10 @@
-//! Runs `quiver-chaos bench` and `load` at tiny sizes against the debug `quiver` binary, if it is
-//! built (`cargo build -p quiver-coordinator`); otherwise prints why and passes.
+//! Runs `quiver-chaos bench` and `load` at tiny sizes against the debug `quiver` binary
+//! (`QUIVER_BIN`, or the workspace's debug build, which `cargo test --workspace` builds first).
 
 use std::path::PathBuf;
 use std::process::Command;
 
-fn quiver_bin() -> Option<PathBuf> {
+fn quiver_bin() -> PathBuf {
     let path = std::env::var_os("QUIVER_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -16,15 +16,12 @@ fn quiver_bin() -> Option<PathBuf> {
                 });
             target.join("debug/quiver")
         });
-    if path.exists() {
-        Some(path)
-    } else {
-        println!(
-            "skipping: {} not built (cargo build -p quiver-coordinator)",
-            path.display()
-        );
-        None
-    }
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build -p quiver` or set QUIVER_BIN",
+        path.display()
+    );
+    path
 }
 
 fn run(args: &[&str], report: &std::path::Path, quiver: &std::path::Path) -> serde_json::Value {
@@ -47,9 +44,7 @@ fn run(args: &[&str], report: &std::path::Path, quiver: &std::path::Path) -> ser
 
 #[test]
 fn bench_and_load_run_against_a_spawned_server() {
-    let Some(quiver) = quiver_bin() else {
-        return;
-    };
+    let quiver = quiver_bin();
     let dir = tempfile::tempdir().expect("tempdir");
 
     let bench = run(

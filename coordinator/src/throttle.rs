@@ -168,8 +168,11 @@ mod tests {
         }
         assert!(!b.has(1.0, start));
         assert!(b.has(1.0, start + Duration::from_millis(100)));
-        // Never more than one second of tokens.
-        assert!(!b.has(11.0, start + Duration::from_secs(60)) || b.has(10.0, start));
+        // Never more than one second of tokens: a minute idle refills ten, not six hundred.
+        let later = start + Duration::from_secs(60);
+        assert!(b.has(10.0, later));
+        b.take(10.0);
+        assert!(!b.has(1.0, later));
     }
 
     #[test]

@@ -15,6 +15,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -30,6 +31,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from cluster import open_file_limit  # noqa: E402  (scripts/cluster.py)
 
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
@@ -47,19 +51,6 @@ SERVERS: list["QuiverServer"] = []
 
 def quiver_bin() -> str:
     return os.environ.get("QUIVER_BIN", DEFAULT_BIN)
-
-
-def open_file_limit(n: int | None):
-    """A `preexec_fn` that sets a child's soft and hard open-file limit to `n` (None: no-op)."""
-    if n is None:
-        return None
-
-    def apply() -> None:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
-
-    return apply
 
 
 def free_port() -> int:
