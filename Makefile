@@ -135,12 +135,13 @@ load: deps
 	$(CHAOS_RELEASE) load $(LOAD_ARGS) --quiver-bin $(CARGO_TARGET_DIR)/release/quiver \
 	  --report $(CARGO_TARGET_DIR)/quiver-chaos-load.json
 
-## Short load for CI: 200 clients, 10 s or 3,000 requests; fails on errors other than 429.
+## Short load for CI: 200 clients, 10 s or 3,000 requests; fails on errors other than 429 and on
+## plain or filtered recall below 0.9 (or no successful query of either kind).
 load-smoke: deps
 	cargo build -p quiver -p quiver-chaos
 	$(CHAOS_DEBUG) load --clients 200 --duration 10 --requests 3000 --count 5000 --dimension 32 \
-	  --queries 200 --strict --min-recall 0.9 --quiver-bin $(CARGO_TARGET_DIR)/debug/quiver \
-	  --report $(CARGO_TARGET_DIR)/quiver-chaos-load-smoke.json
+	  --queries 200 --strict --min-recall 0.9 --min-filtered-recall 0.9 \
+	  --quiver-bin $(CARGO_TARGET_DIR)/debug/quiver --report $(CARGO_TARGET_DIR)/quiver-chaos-load-smoke.json
 
 ## Offline checks of deploy/k8s (strict schema validation with the schemas bundled in
 ## kubernetes-validate, `kubectl kustomize` when kubectl is installed, the pods' effective

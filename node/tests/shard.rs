@@ -640,20 +640,16 @@ fn corrupt_or_inconsistent_checkpoints_are_ignored() {
                 std::fs::remove_file(&sidecar).expect("remove sidecar");
             }
             Damage::SidecarWithWrongLength => {
-                // Same wire shape as the real sidecar (two varints: next_id, len).
-                let (next_id, len): (u64, u64) =
-                    postcard::from_bytes(&std::fs::read(&sidecar).expect("read sidecar"))
-                        .expect("the sidecar is two varints");
+                // Same wire shape as the real sidecar (three varints: next_id, len, checksum);
+                // only the length changes, the checksum still matches the index file, so only
+                // the length check can refuse it.
+                let (next_id, len, checksum) = read_sidecar(&sidecar);
                 assert_eq!(len, 1_600, "sidecar length before damage");
-                let bytes = postcard::to_stdvec(&(next_id, len + 1)).expect("encode");
-                std::fs::write(&sidecar, bytes).expect("write sidecar");
+                write_sidecar(&sidecar, (next_id, len + 1, checksum));
             }
             Damage::SidecarFromTheFuture => {
-                let (next_id, len): (u64, u64) =
-                    postcard::from_bytes(&std::fs::read(&sidecar).expect("read sidecar"))
-                        .expect("the sidecar is two varints");
-                let bytes = postcard::to_stdvec(&(next_id + 1, len)).expect("encode");
-                std::fs::write(&sidecar, bytes).expect("write sidecar");
+                let (next_id, len, checksum) = read_sidecar(&sidecar);
+                write_sidecar(&sidecar, (next_id + 1, len, checksum));
             }
         }
         let shard = open(dir.path(), &spec, &config);
@@ -1356,4 +1352,17 @@ fn list_pages_and_hash_ranges_return_every_key_exactly_once() {
             );
         }
     }
+}
+
+/// The checkpoint sidecar's fields: `(next_id, len, checksum)`.
+fn read_sidecar(path: &std::path::Path) -> (u64, u64, u64) {
+    let bytes = std::fs::read(path).expect("read sidecar");
+    let (fields, rest): ((u64, u64, u64), &[u8]) =
+        postcard::take_from_bytes(&bytes).expect("the sidecar is three varints");
+    assert!(rest.is_empty(), "the sidecar has exactly three fields");
+    fields
+}
+
+fn write_sidecar(path: &std::path::Path, fields: (u64, u64, u64)) {
+    std::fs::write(path, postcard::to_stdvec(&fields).expect("encode")).expect("write sidecar");
 }

@@ -13,6 +13,7 @@ use anyhow::bail;
 use serde::Serialize;
 
 use crate::client::{S3VectorsClient, DEV_ACCESS_KEY_ID, DEV_REGION, DEV_SECRET_ACCESS_KEY};
+use crate::exact::RecallSum;
 use crate::report::{self, LatencyStats, OperationStats, Recorder};
 use crate::server::{self, DevServer};
 use crate::workload::{self, DatasetArgs, Mix, Operation, Workload};
@@ -128,9 +129,30 @@ pub struct LoadArgs {
     /// Exit non-zero if any request failed with an error other than throttling (429).
     #[arg(long)]
     pub strict: bool,
-    /// Exit non-zero if the mean recall@k of plain queries is below this.
+    /// Exit non-zero if the mean recall@k of plain queries is below this (or, when above 0, if
+    /// no plain query succeeded).
     #[arg(long, default_value_t = 0.0)]
     pub min_recall: f64,
+    /// The same floor for filtered queries.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_filtered_recall: f64,
+}
+
+/// Why a recall floor above 0 is not met: no query of the kind succeeded (a run of nothing but
+/// 429s must not pass), or the mean is below it.
+fn recall_shortfall(kind: &str, recall: &RecallSum, floor: f64, top_k: usize) -> Option<String> {
+    if floor <= 0.0 {
+        return None;
+    }
+    match recall.mean() {
+        None => Some(format!(
+            "no {kind} query succeeded: recall@{top_k} cannot be checked against {floor}"
+        )),
+        Some(mean) if mean < floor => Some(format!(
+            "{kind} recall@{top_k} {mean:.4} is below the floor {floor}"
+        )),
+        Some(_) => None,
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -281,14 +303,18 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<bool> {
         ));
     }
     let plain_recall = recorder.recall_plain.mean();
-    if plain_recall.is_some_and(|r| r < args.min_recall) {
-        failures.push(format!(
-            "recall@{} {:.4} is below --min-recall {}",
-            workload.top_k,
-            plain_recall.unwrap_or(0.0),
-            args.min_recall
-        ));
-    }
+    failures.extend(recall_shortfall(
+        "plain",
+        &recorder.recall_plain,
+        args.min_recall,
+        workload.top_k,
+    ));
+    failures.extend(recall_shortfall(
+        "filtered",
+        &recorder.recall_filtered,
+        args.min_filtered_recall,
+        workload.top_k,
+    ));
     let plots = write_plots(&args.report, &recorder)?;
     let report = LoadReport {
         command: "load",
@@ -335,4 +361,21 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<bool> {
         failures,
     };
     crate::report::publish(&args.report, &render(&report), &report, &report.failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recall_floor_fails_without_queries_and_below_the_floor() {
+        let none = RecallSum::default();
+        assert!(recall_shortfall("plain", &none, 0.0, 10).is_none());
+        let message = recall_shortfall("plain", &none, 0.9, 10).expect("no query succeeded");
+        assert!(message.contains("no plain query succeeded"), "{message}");
+        let mut low = RecallSum::default();
+        low.add(0.5);
+        assert!(recall_shortfall("filtered", &low, 0.9, 10).is_some());
+        assert!(recall_shortfall("filtered", &low, 0.5, 10).is_none());
+    }
 }
