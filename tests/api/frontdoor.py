@@ -14,8 +14,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import boto3
-from botocore.config import Config
 
 DEFAULT_CHAOS_BIN = Path.home() / ".cache" / "quiver" / "target" / "debug" / "quiver-chaos"
 # How long the siege ramps up before the client is measured.
@@ -28,22 +26,6 @@ def chaos_bin() -> str:
     path = os.environ.get("QUIVER_CHAOS_BIN", str(DEFAULT_CHAOS_BIN))
     assert os.path.exists(path), f"quiver-chaos not built at {path} (set QUIVER_CHAOS_BIN)"
     return path
-
-
-def strict_client(endpoint: str):
-    """A boto3 client that never retries: every failure the server causes is seen."""
-    return boto3.client(
-        "s3vectors",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="quiverdev",
-        aws_secret_access_key="quiverdevsecret",
-        config=Config(
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=10,
-        ),
-    )
 
 
 class Siege:

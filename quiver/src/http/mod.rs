@@ -140,6 +140,9 @@ pub async fn serve(
             Err(error) if out_of_descriptors(&error) => {
                 metrics.out_of_descriptors.inc();
                 let evicted = table.evict_one();
+                if evicted.is_some() {
+                    metrics.evicted.inc();
+                }
                 descriptors_log.log(|suppressed| {
                     tracing::warn!(%error, evicted = evicted.is_some(), suppressed,
                         open = table.len(), "out of descriptors accepting an HTTP connection")
