@@ -76,14 +76,14 @@ CHAOS_RELEASE = $(CARGO_TARGET_DIR)/release/quiver-chaos
 bench: deps
 	cargo build --release -p quiver -p quiver-chaos
 	$(CHAOS_RELEASE) bench --count 200000 --dimension 128 --clusters 1000 --queries 1000 \
-	  --threads 4 --query-seconds 20 --quiver-bin $(CARGO_TARGET_DIR)/release/quiver \
+	  --threads 4 --query-seconds 20 --max-recall-gap 0.02 --quiver-bin $(CARGO_TARGET_DIR)/release/quiver \
 	  --report $(CARGO_TARGET_DIR)/quiver-chaos-bench.json
 
 ## Tiny bench for CI: fails on recall below the floor or any non-throttling error.
 bench-smoke: deps
 	cargo build -p quiver -p quiver-chaos
 	$(CHAOS_DEBUG) bench --count 5000 --dimension 32 --queries 200 --threads 4 \
-	  --query-seconds 2 --min-recall 0.9 --quiver-bin $(CARGO_TARGET_DIR)/debug/quiver \
+	  --query-seconds 2 --min-recall 0.9 --max-recall-gap 0.02 --quiver-bin $(CARGO_TARGET_DIR)/debug/quiver \
 	  --report $(CARGO_TARGET_DIR)/quiver-chaos-bench-smoke.json
 
 ## Replication factor 1 vs 3 on the local 3+3 cluster, side by side (ingest, put and query

@@ -234,6 +234,8 @@ class Cluster:
         deadline = time.time() + 10
         while time.time() < deadline and alive(pid):
             time.sleep(0.05)
+        if alive(pid):
+            raise RuntimeError(f"{name} (pid {pid}) still runs 10 s after signal {sig}")
 
     def stop(self) -> None:
         processes = self.load_state()["processes"]

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
+use quiver_node::index::distance::{dot, l2_squared};
 use quiver_node::index::vector::{VectorIndex, DEFAULT_EF_SEARCH, DEFAULT_INDEX_DESCRIPTION};
-use quiver_proto::DistanceMetric;
+use quiver_proto::{key_hash, owner, DistanceMetric, HashRange};
 use serde::Serialize;
 
 use crate::client::{Float32Data, QueryVectorsRequest};
@@ -44,6 +45,10 @@ pub struct BenchArgs {
     /// Exit non-zero if Quiver's recall@k is below this.
     #[arg(long, default_value_t = 0.0)]
     pub min_recall: f64,
+    /// Exit non-zero if the two sides' recall@k differ by more than this: the ratios compare
+    /// equal search work only while the recalls agree.
+    #[arg(long, default_value_t = 1.0)]
+    pub max_recall_gap: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -73,6 +78,8 @@ pub struct Ratios {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub command: &'static str,
+    /// `git describe --always --dirty` of the working tree the run started in.
+    pub commit: String,
     pub dataset: String,
     pub vectors: usize,
     pub dimension: usize,
@@ -82,6 +89,8 @@ pub struct BenchReport {
     pub threads: usize,
     pub index_description: &'static str,
     pub ef_search: usize,
+    /// Quiver's shards per index; the raw side is partitioned the same way.
+    pub shards_per_index: u32,
     pub faiss: SideReport,
     pub quiver: SideReport,
     /// Quiver divided by FAISS (b / a).
@@ -111,21 +120,52 @@ struct Measured {
     histogram: Histogram<u64>,
     recall: RecallSum,
     seconds: f64,
+    /// FAISS searches that failed (they still count in the histogram and QPS, as failed Quiver
+    /// requests do, and fail the run).
+    errors: u64,
+}
+
+/// One partition of the raw side: the dataset rows a Quiver shard of the same index would hold
+/// (by [`key_hash`] of the key, over the same equal [`HashRange::split`] ranges), in one FAISS
+/// index whose ids are the row numbers.
+struct RawShard {
+    index: VectorIndex,
+}
+
+/// The raw side's answer to one query, shaped like Quiver's: each shard's FAISS top-k, re-ranked
+/// by exact distance (what `Shard::rank` does), merged into the best `top_k`.
+fn raw_search(
+    shards: &[RawShard],
+    rows: &[Vec<f32>],
+    metric: DistanceMetric,
+    query: &[f32],
+    top_k: usize,
+) -> Result<Vec<usize>, quiver_node::index::vector::VectorIndexError> {
+    let mut candidates: Vec<(f32, usize)> = Vec::with_capacity(top_k * shards.len());
+    for shard in shards {
+        for (_, id) in shard.index.search(query, top_k, None)? {
+            let Some(row) = usize::try_from(id).ok().and_then(|i| rows.get(i)) else {
+                continue;
+            };
+            let distance = match metric {
+                DistanceMetric::Cosine => 1.0 - dot(query, row),
+                DistanceMetric::Euclidean => l2_squared(query, row),
+            };
+            candidates.push((distance, id as usize));
+        }
+    }
+    candidates.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    candidates.truncate(top_k);
+    Ok(candidates.into_iter().map(|(_, id)| id).collect())
 }
 
 fn raw_faiss(
     workload: &Workload,
+    shard_count: u32,
     threads: usize,
     min_time: Duration,
     max_queries: u64,
 ) -> anyhow::Result<(Measured, f64)> {
-    let mut index = VectorIndex::new(
-        workload.data.dimension,
-        workload.metric,
-        DEFAULT_INDEX_DESCRIPTION,
-        DEFAULT_EF_SEARCH,
-    )
-    .context("creating the FAISS index")?;
     let prepare = |v: &[f32]| {
         let mut v = v.to_vec();
         if workload.metric == DistanceMetric::Cosine {
@@ -134,14 +174,32 @@ fn raw_faiss(
         v
     };
     let n = workload.data.len();
+    let rows: Vec<Vec<f32>> = (0..n).map(|i| prepare(workload.data.vector(i))).collect();
+    let ranges: Vec<HashRange> = (0..shard_count)
+        .map(|part| HashRange::split(part, shard_count))
+        .collect();
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); ranges.len()];
+    for i in 0..n {
+        let shard = owner(ranges.iter().copied(), key_hash(&dataset::key(i)))
+            .context("the hash ranges leave a gap")?;
+        members[shard].push(i);
+    }
     let ingest_start = Instant::now();
-    for start in (0..n).step_by(MAX_PUT_BATCH) {
-        let end = (start + MAX_PUT_BATCH).min(n);
-        let vectors: Vec<f32> = (start..end)
-            .flat_map(|i| prepare(workload.data.vector(i)))
-            .collect();
-        let ids: Vec<u64> = (start as u64..end as u64).collect();
-        index.add(&vectors, &ids).context("faiss add")?;
+    let mut shards = Vec::with_capacity(members.len());
+    for member in &members {
+        let mut index = VectorIndex::new(
+            workload.data.dimension,
+            workload.metric,
+            DEFAULT_INDEX_DESCRIPTION,
+            DEFAULT_EF_SEARCH,
+        )
+        .context("creating the FAISS index")?;
+        for batch in member.chunks(MAX_PUT_BATCH) {
+            let vectors: Vec<f32> = batch.iter().flat_map(|&i| rows[i].clone()).collect();
+            let ids: Vec<u64> = batch.iter().map(|&i| i as u64).collect();
+            index.add(&vectors, &ids).context("faiss add")?;
+        }
+        shards.push(RawShard { index });
     }
     let ingest_seconds = ingest_start.elapsed().as_secs_f64();
     let queries: Vec<Vec<f32>> = (0..workload.queries.len())
@@ -149,40 +207,44 @@ fn raw_faiss(
         .collect();
     let pool = queries.len() as u64;
     let counter = AtomicU64::new(0);
-    let total = Mutex::new((new_histogram(), RecallSum::default()));
+    let total = Mutex::new((new_histogram(), RecallSum::default(), 0u64));
     let start = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
                 let mut hist = new_histogram();
                 let mut recall_sum = RecallSum::default();
+                let mut errors = 0u64;
                 while let Some(i) = take_query(&counter, start, min_time, pool, max_queries) {
                     let q = (i % pool) as usize;
                     let sent = Instant::now();
-                    let hits = index.search(&queries[q], workload.top_k, None);
+                    let hits =
+                        raw_search(&shards, &rows, workload.metric, &queries[q], workload.top_k);
                     hist.saturating_record((sent.elapsed().as_micros() as u64).max(1));
+                    // A failed search scores recall 0, as a failed Quiver query does.
+                    let ids = hits.unwrap_or_else(|_| {
+                        errors += 1;
+                        Vec::new()
+                    });
                     if i < pool {
-                        let ids: Vec<usize> = hits
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(_, id)| id as usize)
-                            .collect();
                         recall_sum.add(recall(&ids, &workload.truth_plain[q]));
                     }
                 }
                 let mut total = total.lock().expect("lock");
                 let _ = total.0.add(&hist);
                 total.1.merge(recall_sum);
+                total.2 += errors;
             });
         }
     });
     let seconds = start.elapsed().as_secs_f64();
-    let (histogram, recall) = total.into_inner().expect("lock");
+    let (histogram, recall, errors) = total.into_inner().expect("lock");
     Ok((
         Measured {
             histogram,
             recall,
             seconds,
+            errors,
         },
         ingest_seconds,
     ))
@@ -195,20 +257,33 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
     if !(args.query_seconds >= 0.0 && args.query_seconds <= 3600.0) {
         bail!("--query-seconds must be in [0, 3600]");
     }
+    if !args.server.endpoint.is_empty() {
+        bail!(
+            "bench spawns its own `quiver dev` (--quiver-bin) so that the settings its report \
+             names are the ones the server ran with; --endpoint is for `load`"
+        );
+    }
+    let shards = args.server.shards_per_index;
+    if !(2..=64).contains(&shards) {
+        bail!("--shards-per-index must be in 2..=64");
+    }
     let min_time = Duration::from_secs_f64(args.query_seconds);
     eprintln!("preparing the workload and its exact ground truth ...");
     let workload = Arc::new(Workload::build(&args.dataset, false)?);
     let n = workload.data.len();
 
-    eprintln!("(a) raw FAISS {DEFAULT_INDEX_DESCRIPTION} efSearch={DEFAULT_EF_SEARCH}: adding {n} vectors ...");
+    eprintln!(
+        "(a) raw FAISS {DEFAULT_INDEX_DESCRIPTION} efSearch={DEFAULT_EF_SEARCH}, {shards} \
+         partitions as Quiver's shards: adding {n} vectors ..."
+    );
     let (faiss, faiss_ingest_s) = {
         let (w, threads, max) = (workload.clone(), args.threads, args.max_queries);
-        tokio::task::spawn_blocking(move || raw_faiss(&w, threads, min_time, max))
+        tokio::task::spawn_blocking(move || raw_faiss(&w, shards, threads, min_time, max))
             .await
             .context("faiss benchmark panicked")??
     };
     let faiss_side = SideReport {
-        name: "faiss (in-process)",
+        name: "faiss (in-process, sharded)",
         recall: faiss.recall.mean().unwrap_or(0.0),
         recall_queries: faiss.recall.queries,
         queries: faiss.histogram.len(),
@@ -217,8 +292,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
         latency: LatencyStats::from_histogram(&faiss.histogram),
         ingest_vectors_per_s: n as f64 / faiss_ingest_s,
         ingest_seconds: faiss_ingest_s,
-        errors_by_type: BTreeMap::new(),
-        non_throttling_errors: 0,
+        errors_by_type: if faiss.errors > 0 {
+            BTreeMap::from([("FaissSearchError".to_owned(), faiss.errors)])
+        } else {
+            BTreeMap::new()
+        },
+        non_throttling_errors: faiss.errors,
     };
 
     eprintln!("(b) quiver end to end: starting the server and ingesting {n} vectors ...");
@@ -323,10 +402,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
         recall: ratio(quiver_side.recall, faiss_side.recall),
     };
     let mut failures = Vec::new();
+    if faiss_side.non_throttling_errors > 0 {
+        failures.push(format!(
+            "{} raw FAISS searches failed",
+            faiss_side.non_throttling_errors
+        ));
+    }
     if quiver_side.non_throttling_errors > 0 {
         failures.push(format!(
             "{} Quiver requests failed with errors other than throttling: {:?}",
             quiver_side.non_throttling_errors, quiver_side.errors_by_type
+        ));
+    }
+    let gap = (quiver_side.recall - faiss_side.recall).abs();
+    if gap > args.max_recall_gap {
+        failures.push(format!(
+            "recall@{} differs by {gap:.4} between the sides ({:.4} raw, {:.4} Quiver), more than \
+             --max-recall-gap {}",
+            workload.top_k, faiss_side.recall, quiver_side.recall, args.max_recall_gap
         ));
     }
     if quiver_side.recall < args.min_recall {
@@ -337,6 +430,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
     }
     let report = BenchReport {
         command: "bench",
+        commit: report::git_commit(),
         dataset: workload.source.clone(),
         vectors: n,
         dimension: workload.data.dimension,
@@ -346,6 +440,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
         threads: args.threads,
         index_description: DEFAULT_INDEX_DESCRIPTION,
         ef_search: DEFAULT_EF_SEARCH,
+        shards_per_index: shards,
         faiss: faiss_side,
         quiver: quiver_side,
         ratio: ratios,
@@ -358,8 +453,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<bool> {
 
 pub fn render(r: &BenchReport) -> String {
     let mut out = format!(
-        "\nquiver-chaos bench: {} vectors × {} ({}), {} queries in the pool, top-{}, {} concurrent callers, {} efSearch={}\n\n",
-        r.vectors, r.dimension, r.metric, r.query_pool, r.top_k, r.threads, r.index_description, r.ef_search
+        "\nquiver-chaos bench at {}: {} vectors × {} ({}), {} queries in the pool, top-{}, {} concurrent callers, \
+         {} efSearch={}, {} shards per index on both sides\n\n",
+        r.commit, r.vectors, r.dimension, r.metric, r.query_pool, r.top_k, r.threads, r.index_description,
+        r.ef_search, r.shards_per_index
     );
     let recall_header = format!("recall@{}", r.top_k);
     let header = [
@@ -396,6 +493,12 @@ pub fn render(r: &BenchReport) -> String {
         ],
     ];
     out.push_str(&report::render_table(&header, &rows));
+    if !r.faiss.errors_by_type.is_empty() {
+        out.push_str(&format!(
+            "faiss errors by type: {:?}\n",
+            r.faiss.errors_by_type
+        ));
+    }
     if !r.quiver.errors_by_type.is_empty() {
         out.push_str(&format!(
             "quiver errors by type: {:?}\n",
@@ -444,7 +547,8 @@ mod tests {
             filter_selectivity: 0.1,
         };
         let w = Workload::build(&args, false).unwrap();
-        let (measured, ingest_s) = raw_faiss(&w, 2, Duration::ZERO, 10_000).unwrap();
+        let (measured, ingest_s) = raw_faiss(&w, 3, 2, Duration::ZERO, 10_000).unwrap();
+        assert_eq!(measured.errors, 0);
         assert_eq!(measured.recall.queries, 50);
         assert!(
             measured.recall.mean().unwrap() > 0.95,

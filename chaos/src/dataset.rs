@@ -348,7 +348,7 @@ mod tests {
     }
 
     #[test]
-    fn churn_vectors_are_far_from_the_data() {
+    fn churn_vectors_are_shifted_past_the_data_and_the_tail_splits_off() {
         let v = [0.5f32, -0.25];
         assert_eq!(
             churn_vector(&v, DistanceMetric::Euclidean, 10.0),

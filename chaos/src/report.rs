@@ -305,6 +305,22 @@ pub fn fmt_opt(value: Option<f64>, digits: usize) -> String {
     value.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
 }
 
+/// The commit a run measures, for its report: `git describe --always --dirty` of the current
+/// directory's repository (a `-dirty` suffix: uncommitted changes were measured), or "unknown"
+/// outside a repository.
+pub fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty", "--abbrev=12"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .map(|text| text.trim().to_owned())
+        .filter(|text| !text.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 /// Prints a run's table, writes its JSON report to `path`, and lists its failures. Returns
 /// whether the run passed.
 pub fn publish<R: Serialize>(

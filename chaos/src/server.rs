@@ -38,7 +38,15 @@ impl DevServer {
     /// `unlimited_writes` turns off the per-index write rate limits (the S3 Vectors service limits
     /// the server applies by default) so that a benchmark measures Quiver, not the limiter. They
     /// are set through the environment, which an older binary without them ignores.
-    pub async fn spawn(binary: &Path, unlimited_writes: bool) -> anyhow::Result<DevServer> {
+    ///
+    /// The shard count and the FAISS index description are passed explicitly (a command-line
+    /// flag beats the environment), so a `QUIVER_SHARDS_PER_INDEX` or `QUIVER_FAISS_INDEX` in
+    /// the caller's environment cannot make the server differ from what a report says it ran.
+    pub async fn spawn(
+        binary: &Path,
+        unlimited_writes: bool,
+        shards_per_index: u32,
+    ) -> anyhow::Result<DevServer> {
         if !binary.exists() {
             bail!(
                 "quiver binary {} not found (build it, or pass --quiver-bin / --endpoint)",
@@ -63,6 +71,10 @@ impl DevServer {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
             .arg(data_dir.path().join("data"))
+            .arg("--shards-per-index")
+            .arg(shards_per_index.to_string())
+            .arg("--faiss-index")
+            .arg(quiver_node::index::vector::DEFAULT_INDEX_DESCRIPTION)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),

@@ -219,9 +219,11 @@ impl From<NodeError> for ApiError {
             NodeError::Overloaded => {
                 ApiError::ServiceUnavailable("Currently unable to handle the request".into())
             }
-            NodeError::DeadlineExceeded => {
-                ApiError::RequestTimeout("The request timed out; please retry".into())
-            }
+            // The node gave up on the caller's deadline: the same retryable 503 as a shard that
+            // did not answer in time (408 is for a client too slow to send its request).
+            NodeError::DeadlineExceeded => ApiError::ServiceUnavailable(
+                "A shard of this index did not answer in time; please retry".into(),
+            ),
             NodeError::InvalidRequest(message) => ApiError::validation(message),
             NodeError::ShardNotFound(_)
             | NodeError::ShardUnavailable(_)
@@ -310,5 +312,17 @@ mod tests {
         // Too many buckets is the service quota error, HTTP 402.
         let quota: ApiError = CatalogError::TooManyBuckets(10_000).into();
         assert_eq!(quota.status_and_type().0.as_u16(), 402);
+    }
+
+    #[test]
+    fn a_shard_out_of_time_is_a_503_whichever_side_timed_out() {
+        let node: ApiError = NodeError::DeadlineExceeded.into();
+        let transport: ApiError = TransportError::Timeout {
+            peer: "node-1".into(),
+        }
+        .into();
+        for error in [node, transport] {
+            assert_eq!(error.status_and_type().0.as_u16(), 503, "{error}");
+        }
     }
 }

@@ -162,6 +162,21 @@ impl ShardStore {
     pub fn open(dir: &Path, spec: &ShardSpec) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
         let db = Database::create(dir.join("shard.redb"))?;
+        Self::open_database(db, dir, spec)
+    }
+
+    /// [`ShardStore::open`] over a storage backend of the caller's: tests count its fsyncs.
+    pub fn open_with_backend(
+        dir: &Path,
+        spec: &ShardSpec,
+        backend: impl redb::StorageBackend,
+    ) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let db = Database::builder().create_with_backend(backend)?;
+        Self::open_database(db, dir, spec)
+    }
+
+    fn open_database(db: Database, dir: &Path, spec: &ShardSpec) -> Result<Self, StoreError> {
         let store = ShardStore {
             db,
             dir: dir.to_owned(),

@@ -60,6 +60,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# One attempt, no retries: see QuiverServer.client.
+NO_RETRIES = {"total_max_attempts": 1, "mode": "standard"}
+
+
 class QuiverServer:
     """A `quiver dev` process with a fixed data dir and port that survives restarts."""
 
@@ -205,8 +209,12 @@ class QuiverServer:
     # -- access -----------------------------------------------------------------------------
 
     def client(self, **config):
-        """A boto3 s3vectors client for this server; `config` adds botocore Config options."""
-        options = {"retries": {"max_attempts": 2}}
+        """A boto3 s3vectors client for this server; `config` adds botocore Config options.
+
+        It never retries unless asked: a retried 5xx or dropped connection would hide a failure
+        from the test. (botocore's `max_attempts` counts retries; `total_max_attempts` counts
+        attempts, so 1 means one.)"""
+        options = {"retries": NO_RETRIES}
         options.update(config)
         cfg = Config(**options)
         return boto3.client(

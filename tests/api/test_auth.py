@@ -138,7 +138,7 @@ class Env:
             region_name=region,
             aws_access_key_id=key or access_key(name),
             aws_secret_access_key=secret or secret_key(name),
-            config=Config(retries={"max_attempts": 1}),
+            config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
         )
 
     def __getitem__(self, name: str):

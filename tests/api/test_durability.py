@@ -224,9 +224,11 @@ def test_sigkill_during_concurrent_writes(tmp_path):
         attempted: dict[str, dict[str, list[float]]] = {}
         lock = threading.Lock()
         stop = threading.Event()
+        killed_at: list[float] = []  # set just before the SIGKILL
+        failures: list[tuple[float, str]] = []  # (when, what) of each writer's error
 
         def writer(w: int) -> None:
-            c = srv.client(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10)
+            c = srv.client(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=2, read_timeout=10)
             rng = np.random.default_rng(1000 + w)
             n = 0
             while not stop.is_set():
@@ -237,8 +239,10 @@ def test_sigkill_during_concurrent_writes(tmp_path):
                 try:
                     c.put_vectors(vectors=[{"key": k, "data": {"float32": d}, "metadata": {"batch": bid}}
                                            for k, d in batch.items()], **kw)
-                except Exception:
-                    return  # the server is gone
+                except Exception as e:  # noqa: BLE001 - checked against the kill below
+                    with lock:
+                        failures.append((time.monotonic(), repr(e)))
+                    return  # the server is gone (asserted below: not before the kill)
                 with lock:
                     acked[bid] = batch
                 n += 1
@@ -252,11 +256,15 @@ def test_sigkill_during_concurrent_writes(tmp_path):
                 if len(acked) >= 40:
                     break
             time.sleep(0.05)
+        killed_at.append(time.monotonic())
         srv.proc.send_signal(signal.SIGKILL)  # writers are mid-request
         srv.proc.wait(timeout=30)
         stop.set()
         for t in threads:
             t.join(timeout=60)
+        assert not any(t.is_alive() for t in threads), "a writer is still running 60 s after the kill"
+        early = [what for when, what in failures if when < killed_at[0]]
+        assert not early, f"writes failed before the server was killed: {early}"
         assert len(acked) >= 40, f"only {len(acked)} batches acknowledged before the kill"
 
         srv.start()

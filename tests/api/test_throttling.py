@@ -90,7 +90,7 @@ def assert_all_throttled(failed: list[tuple[int, dict]]) -> None:
 
 def test_write_request_burst_is_throttled_and_nothing_throttled_is_written(throttled, index):
     client = throttled.client(max_pool_connections=16, **NO_RETRY)
-    n = 80
+    n = 200
     reqs = [dict(index, vectors=[one(f"w{i}", i)]) for i in range(n)]
     started = time.monotonic()
     ok, failed = burst(client.put_vectors, reqs, threads=16)
@@ -98,14 +98,24 @@ def test_write_request_burst_is_throttled_and_nothing_throttled_is_written(throt
     assert failed, f"{n} concurrent PutVectors against a {WRITE_REQUESTS_PER_S} req/s limit were all accepted"
     assert ok, "every request was throttled"
     assert_all_throttled(failed)
-    # A full bucket (one second's budget) plus the refill during the burst, and no more.
-    allowed = WRITE_REQUESTS_PER_S * (1 + elapsed) + 2
-    assert len(ok) <= allowed, f"{len(ok)} of {n} writes accepted in {elapsed:.2f} s (limit allows {allowed:.0f})"
+    assert_within_limit(len(ok), n, WRITE_REQUESTS_PER_S, elapsed, "writes")
     time.sleep(1.2)
     stored = get_map(throttled.client(), index, [f"w{i}" for i in range(n)], return_data=True)
     assert set(stored) == {f"w{i}" for i in ok}, (
         f"stored keys differ from acknowledged ones: extra {sorted(set(stored) - {f'w{i}' for i in ok})[:5]}, "
         f"missing {sorted({f'w{i}' for i in ok} - set(stored))[:5]}"
+    )
+
+
+def assert_within_limit(accepted: int, sent: int, per_second: int, elapsed: float, what: str) -> None:
+    """At most a full bucket (one second's budget) plus the refill during the burst were
+    accepted; the burst must be short enough for that bound to be below what was sent."""
+    allowed = per_second * (1 + elapsed) + 2
+    assert allowed < sent, (
+        f"the burst of {sent} {what} took {elapsed:.2f} s: too slow for the limit to bound anything"
+    )
+    assert accepted <= allowed, (
+        f"{accepted} of {sent} {what} accepted in {elapsed:.2f} s (the limit allows {allowed:.0f})"
     )
 
 
@@ -148,13 +158,16 @@ def test_read_burst_is_throttled(throttled, index):
         except ClientError as e:
             return i, e.response
 
+    started = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(send, range(n)))
+    elapsed = time.monotonic() - started
     failed = [(i, e) for i, e in results if e is not None]
     ok = [i for i, e in results if e is None]
     assert failed, f"{n} concurrent reads against a {READ_REQUESTS_PER_S} req/s limit were all accepted"
     assert ok
     assert_all_throttled(failed)
+    assert_within_limit(len(ok), n, READ_REQUESTS_PER_S, elapsed, "reads")
 
 
 def test_standard_retries_eventually_succeed(throttled, index):
@@ -184,6 +197,11 @@ def test_delete_vectors_counts_against_the_write_limits(throttled, index):
     )
     assert_all_throttled(failed)
     time.sleep(1.2)
+    # A throttled delete deleted nothing; an accepted one deleted its key.
+    left = get_map(seed, index, [f"d{i}" for i in range(100)], return_data=False)
+    assert set(left) == {f"d{i}" for i, _ in failed} | {f"d{i}" for i in range(80, 100)}, (
+        f"keys left after the burst differ from the throttled deletes: {sorted(left)[:10]}"
+    )
     # And 2 x 190 deleted vectors within a second exceed 200 vectors/s.
     seed.put_vectors(vectors=[one(f"e{i}") for i in range(190)], **index)
     seed.put_vectors(vectors=[one(f"e{i}") for i in range(190, 380)], **index)
@@ -191,3 +209,6 @@ def test_delete_vectors_counts_against_the_write_limits(throttled, index):
     client.delete_vectors(keys=[f"e{i}" for i in range(190)], **index)
     api_error(client.delete_vectors, "TooManyRequestsException", status=429,
               keys=[f"e{i}" for i in range(190, 380)], **index)
+    time.sleep(1.2)
+    left = get_map(seed, index, [f"e{i}" for i in range(380)], return_data=False)
+    assert set(left) == {f"e{i}" for i in range(190, 380)}, "the throttled DeleteVectors deleted something"

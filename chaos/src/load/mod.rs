@@ -50,6 +50,9 @@ pub struct ServerArgs {
     /// Spawned server only: turn off its per-index write rate limits (`bench` always does).
     #[arg(long)]
     pub unlimited_writes: bool,
+    /// Spawned server only: shards per new index (`quiver dev`'s default is 2).
+    #[arg(long, default_value_t = 2)]
+    pub shards_per_index: u32,
 }
 
 impl ServerArgs {
@@ -59,7 +62,12 @@ impl ServerArgs {
         match self.endpoint.first() {
             Some(endpoint) => Ok((endpoint.clone(), None)),
             None => {
-                let server = DevServer::spawn(&self.quiver_bin, self.unlimited_writes).await?;
+                let server = DevServer::spawn(
+                    &self.quiver_bin,
+                    self.unlimited_writes,
+                    self.shards_per_index,
+                )
+                .await?;
                 Ok((server.endpoint.clone(), Some(server)))
             }
         }
@@ -166,6 +174,8 @@ pub struct RecallReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
     pub command: &'static str,
+    /// `git describe --always --dirty` of the working tree the run started in.
+    pub commit: String,
     pub endpoint: String,
     pub mode: &'static str,
     pub clients: usize,
@@ -318,6 +328,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<bool> {
     let plots = write_plots(&args.report, &recorder)?;
     let report = LoadReport {
         command: "load",
+        commit: crate::report::git_commit(),
         endpoint: if args.server.endpoint.len() > 1 {
             args.server.endpoint.join(",")
         } else {

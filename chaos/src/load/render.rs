@@ -24,7 +24,8 @@ pub(super) fn write_plots(
 
 pub fn render(r: &LoadReport) -> String {
     let mut out = format!(
-        "\nquiver-chaos load: {} {} clients{}, mix {}, {} vectors × {} ({}), {:.1} s\n\n",
+        "\nquiver-chaos load at {}: {} {} clients{}, mix {}, {} vectors × {} ({}), {:.1} s\n\n",
+        r.commit,
         r.mode,
         r.clients,
         r.target_rate

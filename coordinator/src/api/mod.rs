@@ -242,8 +242,45 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     } else {
         body
     };
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::validation(format!("Invalid request body: {e}")))
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let error = match serde_path_to_error::deserialize(&mut json) {
+        Ok(value) => match json.end() {
+            Ok(()) => return Ok(value),
+            Err(e) => return Err(ApiError::validation(format!("Invalid request body: {e}"))),
+        },
+        Err(error) => error,
+    };
+    // A member of the wrong JSON type is named by its path. serde loses the path inside a
+    // `#[serde(flatten)]`ed struct, and the only flattened ones are the address members (all
+    // strings), so a pathless error is looked for among them.
+    let path = json_pointer(error.path()).or_else(|| {
+        serde_path_to_error::deserialize::<_, model::AddressProbe>(
+            &mut serde_json::Deserializer::from_slice(body),
+        )
+        .err()
+        .and_then(|e| json_pointer(e.path()))
+    });
+    let error = error.into_inner();
+    Err(ApiError::validation(match path {
+        Some(path) => format!("Invalid request body at '{path}': {error}"),
+        None => format!("Invalid request body: {error}"),
+    }))
+}
+
+/// A deserialization path as the service writes member paths (`/vectors/0/data`); `None` for
+/// the document itself.
+fn json_pointer(path: &serde_path_to_error::Path) -> Option<String> {
+    use serde_path_to_error::Segment;
+    let pointer: String = path
+        .iter()
+        .map(|segment| match segment {
+            Segment::Seq { index } => format!("/{index}"),
+            Segment::Map { key } => format!("/{key}"),
+            Segment::Enum { variant } => format!("/{variant}"),
+            Segment::Unknown => "/?".to_owned(),
+        })
+        .collect();
+    (!pointer.is_empty()).then_some(pointer)
 }
 
 fn ok_json(value: Value) -> Response {

@@ -21,6 +21,18 @@ pub struct BucketAddressIn {
     pub vector_bucket_arn: Option<String>,
 }
 
+/// Every address member of any request, alone: parsed only to name the member of a body that
+/// failed to parse (serde cannot name a member of a flattened struct; see `api::parse`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct AddressProbe {
+    vector_bucket_name: Option<String>,
+    vector_bucket_arn: Option<String>,
+    index_name: Option<String>,
+    index_arn: Option<String>,
+}
+
 /// How a request names an index: bucket and index name, or the index ARN (see
 /// `validate::index_address`).
 #[derive(Debug, Default, Deserialize)]

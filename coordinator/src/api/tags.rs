@@ -27,7 +27,7 @@ fn tagged_resource(app: &AppState, ctx: &Ctx, arn: &str) -> Result<Tagged, ApiEr
     if len > MAX_ARN_CHARS {
         return Err(ApiError::length("/resourceArn", len, 0, MAX_ARN_CHARS));
     }
-    let parsed = app.config.scope.parse_arn(arn)?;
+    let parsed = app.config.scope.parse_arn(arn, "/resourceArn")?;
     let bucket_name = parsed.as_ref().map(|(b, _)| b.clone());
     app.authorize(
         ctx,

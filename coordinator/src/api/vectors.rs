@@ -39,8 +39,12 @@ fn write_ops(vectors: Vec<PutVectorIn>, index: &IndexRecord) -> Result<Vec<Write
         let key = validate::required(vector.key, &format!("/vectors/{i}/key"))?;
         validate::vector_key(&format!("/vectors/{i}/key"), &key)?;
         let record = format!("Invalid record for key '{key}': ");
-        let data = vector.data.and_then(|d| d.float32).ok_or_else(|| {
-            ApiError::validation(format!("{record}vector data (float32) is required"))
+        let data = validate::required(vector.data, &format!("/vectors/{i}/data"))?;
+        let data = data.float32.ok_or_else(|| {
+            ApiError::field(
+                &format!("/vectors/{i}/data"),
+                "Member must have its one member, float32, set",
+            )
         })?;
         validate::vector(&data, index.dimension, cosine, &record)?;
         let metadata = match &vector.metadata {

@@ -82,7 +82,15 @@ impl<E: Into<redb::Error>> From<E> for OpenError {
 /// Opens (or creates) the coordinator's Raft database, in this build's catalog format: a new file
 /// gets the format marker; an existing one must have the marker of this format version.
 pub fn open(path: &Path) -> Result<Arc<Database>, OpenError> {
-    let db = Database::create(path)?;
+    open_database(Database::create(path)?)
+}
+
+/// [`open`] over a storage backend of the caller's: tests count its fsyncs.
+pub fn open_with_backend(backend: impl redb::StorageBackend) -> Result<Arc<Database>, OpenError> {
+    open_database(Database::builder().create_with_backend(backend)?)
+}
+
+fn open_database(db: Database) -> Result<Arc<Database>, OpenError> {
     let txn = db.begin_write()?;
     {
         let log = txn.open_table(LOG)?;

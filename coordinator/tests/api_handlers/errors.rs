@@ -175,7 +175,12 @@ async fn every_operation_refuses_invalid_input_and_changes_nothing() {
         (
             "PutVectors",
             index(json!({"vectors": [{"key": "k9"}]})),
-            "float32",
+            "Value null at '/vectors/0/data'",
+        ),
+        (
+            "PutVectors",
+            index(json!({"vectors": [{"key": "k9", "data": {}}]})),
+            "'/vectors/0/data' failed to satisfy constraint: Member must have its one member, float32",
         ),
         (
             "PutVectors",
@@ -269,14 +274,42 @@ async fn every_operation_refuses_invalid_input_and_changes_nothing() {
         assert!(message.contains("Invalid request body"), "{message}");
         h.assert_unchanged(&before);
     }
-    h.refused(
-        Who::Dev,
-        "GetIndex",
-        json!({"vectorBucketName": 7, "indexName": "ix1"}),
-        400,
-        "ValidationException",
-    )
-    .await;
+    // A member of the wrong type is named by its path, in a flattened address member too.
+    let wrong_types = [
+        (
+            "GetIndex",
+            json!({"vectorBucketName": 7, "indexName": "ix1"}),
+            "'/vectorBucketName'",
+        ),
+        ("GetIndex", json!({"indexArn": ["x"]}), "'/indexArn'"),
+        (
+            "QueryVectors",
+            json!({"vectorBucketName": "bk1", "indexName": "ix1", "topK": "7",
+                   "queryVector": {"float32": [1.0, 2.0]}}),
+            "'/topK'",
+        ),
+        (
+            "PutVectors",
+            json!({"vectorBucketName": "bk1", "indexName": "ix1",
+                   "vectors": [{"key": "a", "data": {"float32": [1.0, "x"]}}]}),
+            "'/vectors/0/data/float32/1'",
+        ),
+    ];
+    for (operation, body, expected) in wrong_types {
+        let message = h
+            .refused(
+                Who::Dev,
+                operation,
+                body.clone(),
+                400,
+                "ValidationException",
+            )
+            .await;
+        assert!(
+            message.starts_with(&format!("Invalid request body at {expected}: invalid type")),
+            "{operation} {body}: {message}"
+        );
+    }
 
     // The tag routes: the ARN in the path, the tags in the body, the keys in the query.
     let b1 = h.bucket_arn("bk1");
@@ -295,14 +328,14 @@ async fn every_operation_refuses_invalid_input_and_changes_nothing() {
             "not-an-arn".to_owned(),
             "",
             None,
-            "Invalid ARN",
+            "'/resourceArn' failed to satisfy constraint: Member must satisfy regular expression",
         ),
         (
             Method::POST,
             "arn:aws:s3:::bucket".to_owned(),
             "",
             Some(json!({"tags": {"a": "b"}})),
-            "Invalid ARN",
+            "'/resourceArn' failed to satisfy constraint: Member must satisfy regular expression",
         ),
     ];
     for (method, arn, query, body, expected) in tag_cases {

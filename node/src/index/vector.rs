@@ -82,13 +82,20 @@ impl VectorIndex {
         let inner =
             faiss::index_factory(dim, format!("IDMap2,{description}"), faiss_metric(metric))?;
         let mut index = VectorIndex { inner, dimension };
-        index.set_parameter("efSearch", ef_search as f64)?;
+        // efSearch must take on an HNSW index (a silent failure would change recall unseen);
+        // other index types have no such parameter.
+        index.set_parameter("efSearch", ef_search as f64, description.contains("HNSW"))?;
         Ok(index)
     }
 
-    /// Sets a FAISS tuning parameter by name; parameters that do not apply to the index type are
-    /// ignored by FAISS (e.g. `efSearch` on a flat index).
-    fn set_parameter(&mut self, name: &str, value: f64) -> Result<(), VectorIndexError> {
+    /// Sets a FAISS tuning parameter by name. FAISS refuses a parameter that does not apply to
+    /// the index type (e.g. `efSearch` on a flat index): an error only if `required`.
+    fn set_parameter(
+        &mut self,
+        name: &str,
+        value: f64,
+        required: bool,
+    ) -> Result<(), VectorIndexError> {
         let Ok(c_name) = std::ffi::CString::new(name) else {
             return Err(VectorIndexError::Description(name.to_owned()));
         };
@@ -106,8 +113,9 @@ impl VectorIndex {
                 value,
             );
             faiss_sys::faiss_ParameterSpace_free(space);
-            // A parameter unknown to this index type is not an error for us.
-            let _ = rc;
+            if rc != 0 && required {
+                return Err(VectorIndexError::Native(rc));
+            }
         }
         Ok(())
     }
@@ -214,7 +222,9 @@ impl VectorIndex {
             )));
         }
         let mut index = VectorIndex { inner, dimension };
-        index.set_parameter("efSearch", ef_search as f64)?;
+        // The checkpoint's index type is not known here; [`VectorIndex::new`] already refused
+        // an HNSW description on which efSearch does not take.
+        index.set_parameter("efSearch", ef_search as f64, false)?;
         Ok(index)
     }
 }

@@ -91,6 +91,27 @@ impl LogEngine {
             source: Box::new(source),
         };
         let db = Database::create(path).map_err(|e| open_error(e.into()))?;
+        Self::open_database(db, open_error)
+    }
+
+    /// [`LogEngine::open`] over a storage backend of the caller's: tests count its fsyncs.
+    pub fn open_with_backend(
+        backend: impl redb::StorageBackend,
+    ) -> Result<Arc<LogEngine>, LogOpenError> {
+        let open_error = |source: redb::Error| LogOpenError::Open {
+            path: "(storage backend)".into(),
+            source: Box::new(source),
+        };
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|e| open_error(e.into()))?;
+        Self::open_database(db, open_error)
+    }
+
+    fn open_database(
+        db: Database,
+        open_error: impl Fn(redb::Error) -> LogOpenError,
+    ) -> Result<Arc<LogEngine>, LogOpenError> {
         let txn = db.begin_write().map_err(|e| open_error(e.into()))?;
         txn.open_table(ENTRIES).map_err(|e| open_error(e.into()))?;
         txn.open_table(STATE).map_err(|e| open_error(e.into()))?;

@@ -112,10 +112,15 @@ impl ArnScope {
         format!("{}/index/{index}", self.bucket_arn(bucket))
     }
 
-    /// Parses a bucket or index ARN into (bucket, Option<index>). A well-formed ARN of another
-    /// account or region is reported as not found by the caller (`Ok(None)`).
-    pub fn parse_arn(&self, arn: &str) -> Result<Option<(String, Option<String>)>, ApiError> {
-        let invalid = || ApiError::validation(format!("Invalid ARN: {arn}"));
+    /// Parses a bucket or index ARN, the value of the member at `path`, into
+    /// (bucket, Option<index>). A well-formed ARN of another account or region is reported as not
+    /// found by the caller (`Ok(None)`). A malformed one is a field error naming `path`.
+    pub fn parse_arn(
+        &self,
+        arn: &str,
+        path: &str,
+    ) -> Result<Option<(String, Option<String>)>, ApiError> {
+        let invalid = || not_an_arn(path, arn);
         let parts: Vec<&str> = arn.splitn(6, ':').collect();
         let [prefix, partition, service, region, account, resource] = parts.as_slice() else {
             return Err(invalid());
@@ -143,6 +148,26 @@ impl ArnScope {
     }
 }
 
+/// The model's patterns of the two ARN shapes.
+const BUCKET_ARN_PATTERN: &str =
+    "arn:aws[-a-z0-9]*:s3vectors:[a-z0-9-]+:[0-9]{12}:bucket/[a-z0-9][a-z0-9-.]{1,61}[a-z0-9]";
+const INDEX_ARN_SUFFIX_PATTERN: &str = "/index/[a-z0-9][a-z0-9-.]{1,61}[a-z0-9]";
+
+/// The field error of a malformed ARN at `path`: the pattern its member must satisfy.
+fn not_an_arn(path: &str, arn: &str) -> ApiError {
+    let pattern = match path {
+        "/vectorBucketArn" => BUCKET_ARN_PATTERN.to_owned(),
+        "/indexArn" => format!("{BUCKET_ARN_PATTERN}{INDEX_ARN_SUFFIX_PATTERN}"),
+        // A tag operation's resource: either shape.
+        _ => format!("{BUCKET_ARN_PATTERN}({INDEX_ARN_SUFFIX_PATTERN})?"),
+    };
+    tracing::debug!(path, arn, "malformed ARN");
+    ApiError::field(
+        path,
+        format!("Member must satisfy regular expression pattern: {pattern}"),
+    )
+}
+
 pub const BUCKET_ADDRESSING: &str =
     "Must specify either vectorBucketName or vectorBucketArn but not both";
 pub const INDEX_ADDRESSING: &str =
@@ -166,11 +191,9 @@ pub fn bucket_address(
             bucket_name(name)?;
             Ok(BucketAddress::Name(name.to_owned()))
         }
-        (None, Some(arn)) => match scope.parse_arn(arn)? {
+        (None, Some(arn)) => match scope.parse_arn(arn, "/vectorBucketArn")? {
             Some((bucket, None)) => Ok(BucketAddress::Name(bucket)),
-            Some((_, Some(_))) => Err(ApiError::validation(format!(
-                "Invalid vector bucket ARN: {arn}"
-            ))),
+            Some((_, Some(_))) => Err(not_an_arn("/vectorBucketArn", arn)),
             None => Ok(BucketAddress::Foreign),
         },
         _ => Err(ApiError::validation(BUCKET_ADDRESSING)),
@@ -195,9 +218,9 @@ pub fn index_address(scope: &ArnScope, address: &IndexAddressIn) -> Result<Index
                 index: index.to_owned(),
             })
         }
-        (None, None, Some(arn)) => match scope.parse_arn(arn)? {
+        (None, None, Some(arn)) => match scope.parse_arn(arn, "/indexArn")? {
             Some((bucket, Some(index))) => Ok(IndexAddress::Name { bucket, index }),
-            Some((_, None)) => Err(ApiError::validation(format!("Invalid index ARN: {arn}"))),
+            Some((_, None)) => Err(not_an_arn("/indexArn", arn)),
             None => Ok(IndexAddress::Foreign),
         },
         _ => Err(ApiError::validation(INDEX_ADDRESSING)),
@@ -370,22 +393,32 @@ mod tests {
             "arn:aws:s3vectors:us-east-1:123456789012:bucket/b-1/index/i.1"
         );
         assert_eq!(
-            scope.parse_arn(&arn).expect("valid"),
+            scope.parse_arn(&arn, "/indexArn").expect("valid"),
             Some(("b-1".to_owned(), Some("i.1".to_owned())))
         );
         assert_eq!(
             scope
-                .parse_arn("arn:aws:s3vectors:eu-west-1:123456789012:bucket/b-1")
+                .parse_arn(
+                    "arn:aws:s3vectors:eu-west-1:123456789012:bucket/b-1",
+                    "/vectorBucketArn"
+                )
                 .expect("valid"),
             None
         );
-        assert!(scope
-            .parse_arn("arn:aws:s3:us-east-1:123456789012:bucket/b-1")
-            .is_err());
-        assert!(scope.parse_arn("bucket/b-1").is_err());
-        assert!(scope
-            .parse_arn("arn:aws:s3vectors:us-east-1:123456789012:bucket/b-1/index")
-            .is_err());
+        for bad in [
+            "arn:aws:s3:us-east-1:123456789012:bucket/b-1",
+            "bucket/b-1",
+            "arn:aws:s3vectors:us-east-1:123456789012:bucket/b-1/index",
+        ] {
+            let message = scope
+                .parse_arn(bad, "/resourceArn")
+                .expect_err(bad)
+                .to_string();
+            assert!(
+                message.starts_with("1 validation error detected. Value at '/resourceArn' failed"),
+                "{message}"
+            );
+        }
     }
 
     #[test]
