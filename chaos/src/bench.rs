@@ -125,17 +125,12 @@ struct Measured {
     errors: u64,
 }
 
-/// One partition of the raw side: the dataset rows a Quiver shard of the same index would hold
-/// (by [`key_hash`] of the key, over the same equal [`HashRange::split`] ranges), in one FAISS
-/// index whose ids are the row numbers.
-struct RawShard {
-    index: VectorIndex,
-}
-
 /// The raw side's answer to one query, shaped like Quiver's: each shard's FAISS top-k, re-ranked
-/// by exact distance (what `Shard::rank` does), merged into the best `top_k`.
+/// by exact distance (what `Shard::rank` does), merged into the best `top_k`. A shard is one
+/// FAISS index of the dataset rows a Quiver shard of the same index would hold (by [`key_hash`]
+/// of the key, over the same equal [`HashRange::split`] ranges), its ids the row numbers.
 fn raw_search(
-    shards: &[RawShard],
+    shards: &[VectorIndex],
     rows: &[Vec<f32>],
     metric: DistanceMetric,
     query: &[f32],
@@ -143,7 +138,7 @@ fn raw_search(
 ) -> Result<Vec<usize>, quiver_node::index::vector::VectorIndexError> {
     let mut candidates: Vec<(f32, usize)> = Vec::with_capacity(top_k * shards.len());
     for shard in shards {
-        for (_, id) in shard.index.search(query, top_k, None)? {
+        for (_, id) in shard.search(query, top_k, None)? {
             let Some(row) = usize::try_from(id).ok().and_then(|i| rows.get(i)) else {
                 continue;
             };
@@ -199,7 +194,7 @@ fn raw_faiss(
             let ids: Vec<u64> = batch.iter().map(|&i| i as u64).collect();
             index.add(&vectors, &ids).context("faiss add")?;
         }
-        shards.push(RawShard { index });
+        shards.push(index);
     }
     let ingest_seconds = ingest_start.elapsed().as_secs_f64();
     let queries: Vec<Vec<f32>> = (0..workload.queries.len())
