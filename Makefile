@@ -67,6 +67,14 @@ fuzz: deps
 fuzz-smoke: deps
 	scripts/fuzz.sh 30
 
+## Mutation testing (cargo-mutants) of the pure cores in .cargo/mutants.toml: prints caught /
+## missed and the score, lists the missed mutants (mutants.out/). Hours on 2 cores; not in
+## `make test`. MUTANTS_ARGS passes arguments, e.g. MUTANTS_ARGS="-F throttle.rs".
+.PHONY: mutants
+MUTANTS_ARGS ?=
+mutants: deps
+	scripts/mutants.sh $(MUTANTS_ARGS)
+
 ## Benchmarks and load (quiver-chaos, see chaos/README.md). Reports (JSON, SVG plots) land in $(CARGO_TARGET_DIR)/quiver-chaos-*.
 .PHONY: bench bench-smoke load load-smoke
 CHAOS_DEBUG = $(CARGO_TARGET_DIR)/debug/quiver-chaos

@@ -195,4 +195,30 @@ mod tests {
             assert!(throttle.read(a).is_ok());
         }
     }
+
+    #[test]
+    fn reads_have_their_own_budget_per_index_and_a_forgotten_index_starts_full() {
+        let throttle = Throttle::new(RateLimits {
+            write_requests_per_second: 0,
+            write_vectors_per_second: 0,
+            read_requests_per_second: 5,
+        });
+        let (a, b) = (IndexUid(1), IndexUid(2));
+        for _ in 0..5 {
+            assert!(throttle.read(a).is_ok());
+        }
+        assert!(matches!(
+            throttle.read(a),
+            Err(ApiError::TooManyRequests(_))
+        ));
+        // Another index reads on its own budget; writes are unlimited here.
+        assert!(throttle.read(b).is_ok());
+        assert!(throttle.write(a, 10_000).is_ok());
+        // A deleted index's buckets go: an index made anew starts with a full budget.
+        throttle.forget(a);
+        for _ in 0..5 {
+            assert!(throttle.read(a).is_ok());
+        }
+        assert!(throttle.read(a).is_err());
+    }
 }
