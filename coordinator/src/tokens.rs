@@ -187,5 +187,36 @@ mod tests {
             .collect();
         assert!(cache.cursors.lock().len() <= MAX_CURSORS);
         assert!(cache.get(*ids.last().expect("some")).is_some());
+        // Only the oldest go: every cursor of the last MAX_CURSORS - 1 inserts is still there.
+        for (i, id) in ids.iter().enumerate().skip(ids.len() + 1 - MAX_CURSORS) {
+            assert_eq!(cache.get(*id).map(|c| c.0), Some(i as u64), "cursor {i}");
+        }
+    }
+
+    #[test]
+    fn a_cursor_gives_back_what_was_stored_under_it() {
+        let cache = CursorCache::default();
+        let hit = |key: &str| Hit {
+            key: key.into(),
+            distance: 0.5,
+            metadata: None,
+        };
+        let a = cache.insert(41, Arc::new(vec![hit("a")]), true);
+        let b = cache.insert(42, Arc::new(vec![hit("b"), hit("c")]), false);
+        let (fingerprint, hits, with_metadata) = cache.get(a).expect("a");
+        assert_eq!((fingerprint, with_metadata), (41, true));
+        assert_eq!(
+            hits.iter().map(|h| h.key.as_str()).collect::<Vec<_>>(),
+            ["a"]
+        );
+        let (fingerprint, hits, with_metadata) = cache.get(b).expect("b");
+        assert_eq!((fingerprint, with_metadata), (42, false));
+        assert_eq!(hits.len(), 2);
+        let unknown = (0u64..3)
+            .find(|x| *x != a && *x != b)
+            .expect("one of three");
+        assert!(cache.get(unknown).is_none());
+        // The README promises pages for five minutes.
+        assert_eq!(CURSOR_TTL, Duration::from_secs(300));
     }
 }
