@@ -44,6 +44,8 @@ pub struct DataPlane {
     leaders: parking_lot::Mutex<HashMap<ShardId, String>>,
     /// Nodes that recently did not answer, until when they are tried last.
     suspects: parking_lot::Mutex<HashMap<String, Instant>>,
+    /// How long one shard call keeps trying: [`FAILOVER_WINDOW`] unless set.
+    failover_window: Duration,
 }
 
 /// Why one node call failed.
@@ -125,6 +127,16 @@ impl DataPlane {
             catalog,
             leaders: parking_lot::Mutex::new(HashMap::new()),
             suspects: parking_lot::Mutex::new(HashMap::new()),
+            failover_window: FAILOVER_WINDOW,
+        }
+    }
+
+    /// The same, with another failover window (tests that make a shard unavailable on purpose
+    /// use a short one).
+    pub fn with_failover_window(self, failover_window: Duration) -> Self {
+        DataPlane {
+            failover_window,
+            ..self
         }
     }
 
@@ -198,7 +210,7 @@ impl DataPlane {
 
     /// Sends `request()` to the leader of a shard's group: follows `NotLeader` redirects, and
     /// while the group elects or a replica is unreachable, tries the others with backoff, for
-    /// up to [`FAILOVER_WINDOW`]. A write keeps its request id across attempts, so one that
+    /// up to the failover window ([`FAILOVER_WINDOW`]). A write keeps its request id across attempts, so one that
     /// committed before its answer was lost applies once.
     async fn call_shard(
         &self,
@@ -220,7 +232,7 @@ impl DataPlane {
         } else {
             RPC_TIMEOUT
         };
-        let deadline = Instant::now() + FAILOVER_WINDOW;
+        let deadline = Instant::now() + self.failover_window;
         let mut next = Some(first.to_owned());
         let mut rotation = replicas.iter().position(|node| *node == first).unwrap_or(0) + 1;
         let mut failed_in_round = 0usize;

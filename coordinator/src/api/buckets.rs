@@ -85,7 +85,12 @@ pub(super) async fn put_default_index_mode(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let input: DefaultIndexModeIn = parse(body)?;
-    let bucket = resolve_bucket(app, ctx, &ctx.operation.iam_actions(false), &input.address)?;
+    let bucket = resolve_bucket(
+        app,
+        ctx,
+        &ctx.operation.iam_actions(false),
+        &input.address(),
+    )?;
     let mode = validate::index_mode(
         input.default_index_mode,
         "/defaultIndexMode",

@@ -46,6 +46,7 @@ impl IndexDefinition {
     /// Validates every member of the request except the bucket's address, which comes back
     /// as it was given (it is checked when the bucket is looked up).
     fn from_input(input: CreateIndexIn) -> Result<(IndexDefinition, BucketAddressIn), ApiError> {
+        let bucket = input.address();
         let name = validate::required(input.index_name, "/indexName")?;
         validate::index_name(&name)?;
         validate::index_data_type(input.data_type)?;
@@ -57,7 +58,7 @@ impl IndexDefinition {
             encryption: validate::encryption(input.encryption_configuration)?,
             tags: validate::tags(input.tags)?,
         };
-        Ok((definition, input.bucket))
+        Ok((definition, bucket))
     }
 }
 
@@ -165,7 +166,12 @@ pub(super) fn get(app: &AppState, ctx: &Ctx, body: &[u8]) -> Result<Response, Ap
 
 pub(super) fn list(app: &AppState, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let input: ListIn = parse(body)?;
-    let bucket = resolve_bucket(app, ctx, &ctx.operation.iam_actions(false), &input.address)?;
+    let bucket = resolve_bucket(
+        app,
+        ctx,
+        &ctx.operation.iam_actions(false),
+        &input.address(),
+    )?;
     let listing = format!("indexes/{}", bucket.name);
     let paging = Paging::new(app, &input, MAX_LIST_INDEXES, &listing)?;
     let indexes = app.catalog.state().indexes(&bucket.name);
@@ -204,7 +210,12 @@ pub(super) async fn update_mode(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let input: IndexModeIn = parse(body)?;
-    let index = resolve_index(app, ctx, &ctx.operation.iam_actions(false), &input.address)?;
+    let index = resolve_index(
+        app,
+        ctx,
+        &ctx.operation.iam_actions(false),
+        &input.address(),
+    )?;
     let bucket_created = app
         .catalog
         .state()

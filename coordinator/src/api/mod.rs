@@ -250,16 +250,8 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         },
         Err(error) => error,
     };
-    // A member of the wrong JSON type is named by its path. serde loses the path inside a
-    // `#[serde(flatten)]`ed struct, and the only flattened ones are the address members (all
-    // strings), so a pathless error is looked for among them.
-    let path = json_pointer(error.path()).or_else(|| {
-        serde_path_to_error::deserialize::<_, model::AddressProbe>(
-            &mut serde_json::Deserializer::from_slice(body),
-        )
-        .err()
-        .and_then(|e| json_pointer(e.path()))
-    });
+    // A member of the wrong JSON type is named by its path.
+    let path = json_pointer(error.path());
     let error = error.into_inner();
     Err(ApiError::validation(match path {
         Some(path) => format!("Invalid request body at '{path}': {error}"),

@@ -2,8 +2,10 @@
 //!
 //! Every member is optional here, so a missing required member gets the service's own
 //! "Value null at '/x'" message from validation rather than a serde message. Unknown members
-//! are ignored (no `deny_unknown_fields`, which `#[serde(flatten)]` would not honour anyway);
-//! a member of the wrong JSON type is rejected when the body is parsed.
+//! are ignored (no `deny_unknown_fields`); a member of the wrong JSON type is rejected, by path,
+//! when the body is parsed. The address members are plain members of each body (not a
+//! `#[serde(flatten)]`ed struct, inside which serde loses the path of an error and buffers the
+//! members it does not know); `address()` gathers them.
 //!
 //! `#[doc(hidden)] pub` only so that `benches/auth_overhead.rs` can parse into the real types.
 
@@ -19,18 +21,6 @@ use serde_json::Value;
 pub struct BucketAddressIn {
     pub vector_bucket_name: Option<String>,
     pub vector_bucket_arn: Option<String>,
-}
-
-/// Every address member of any request, alone: parsed only to name the member of a body that
-/// failed to parse (serde cannot name a member of a flattened struct; see `api::parse`).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[allow(dead_code)]
-pub struct AddressProbe {
-    vector_bucket_name: Option<String>,
-    vector_bucket_arn: Option<String>,
-    index_name: Option<String>,
-    index_arn: Option<String>,
 }
 
 /// How a request names an index: bucket and index name, or the index ARN (see
@@ -64,8 +54,8 @@ pub struct CreateBucketIn {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListIn {
-    #[serde(flatten)]
-    pub address: BucketAddressIn,
+    pub vector_bucket_name: Option<String>,
+    pub vector_bucket_arn: Option<String>,
     pub max_results: Option<i64>,
     pub next_token: Option<String>,
     pub prefix: Option<String>,
@@ -81,9 +71,9 @@ pub struct MetadataConfigurationIn {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateIndexIn {
-    /// The bucket of the new index.
-    #[serde(flatten)]
-    pub bucket: BucketAddressIn,
+    /// The bucket of the new index: by name or by ARN.
+    pub vector_bucket_name: Option<String>,
+    pub vector_bucket_arn: Option<String>,
     pub index_name: Option<String>,
     pub data_type: Option<String>,
     pub dimension: Option<i64>,
@@ -108,8 +98,9 @@ pub struct PutVectorIn {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PutVectorsIn {
-    #[serde(flatten)]
-    pub address: IndexAddressIn,
+    pub vector_bucket_name: Option<String>,
+    pub index_name: Option<String>,
+    pub index_arn: Option<String>,
     pub vectors: Option<Vec<PutVectorIn>>,
 }
 
@@ -118,8 +109,9 @@ pub struct PutVectorsIn {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KeysIn {
-    #[serde(flatten)]
-    pub address: IndexAddressIn,
+    pub vector_bucket_name: Option<String>,
+    pub index_name: Option<String>,
+    pub index_arn: Option<String>,
     pub keys: Option<Vec<String>>,
     pub return_data: Option<bool>,
     pub return_metadata: Option<bool>,
@@ -128,8 +120,9 @@ pub struct KeysIn {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListVectorsIn {
-    #[serde(flatten)]
-    pub address: IndexAddressIn,
+    pub vector_bucket_name: Option<String>,
+    pub index_name: Option<String>,
+    pub index_arn: Option<String>,
     pub max_results: Option<i64>,
     pub next_token: Option<String>,
     pub segment_count: Option<i64>,
@@ -141,8 +134,9 @@ pub struct ListVectorsIn {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueryIn {
-    #[serde(flatten)]
-    pub address: IndexAddressIn,
+    pub vector_bucket_name: Option<String>,
+    pub index_name: Option<String>,
+    pub index_arn: Option<String>,
     pub top_k: Option<i64>,
     pub query_vector: Option<VectorDataIn>,
     pub filter: Option<Value>,
@@ -158,26 +152,55 @@ pub struct QueryIn {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BucketPolicyIn {
-    #[serde(flatten)]
-    pub address: BucketAddressIn,
+    pub vector_bucket_name: Option<String>,
+    pub vector_bucket_arn: Option<String>,
     pub policy: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DefaultIndexModeIn {
-    #[serde(flatten)]
-    pub address: BucketAddressIn,
+    pub vector_bucket_name: Option<String>,
+    pub vector_bucket_arn: Option<String>,
     pub default_index_mode: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IndexModeIn {
-    #[serde(flatten)]
-    pub address: IndexAddressIn,
+    pub vector_bucket_name: Option<String>,
+    pub index_name: Option<String>,
+    pub index_arn: Option<String>,
     pub index_mode: Option<String>,
 }
+
+/// `address()` for the bodies that name a bucket or an index among their other members.
+macro_rules! address_of {
+    (BucketAddressIn: $($body:ty),+) => {$(
+        impl $body {
+            pub fn address(&self) -> BucketAddressIn {
+                BucketAddressIn {
+                    vector_bucket_name: self.vector_bucket_name.clone(),
+                    vector_bucket_arn: self.vector_bucket_arn.clone(),
+                }
+            }
+        }
+    )+};
+    (IndexAddressIn: $($body:ty),+) => {$(
+        impl $body {
+            pub fn address(&self) -> IndexAddressIn {
+                IndexAddressIn {
+                    vector_bucket_name: self.vector_bucket_name.clone(),
+                    index_name: self.index_name.clone(),
+                    index_arn: self.index_arn.clone(),
+                }
+            }
+        }
+    )+};
+}
+
+address_of!(BucketAddressIn: ListIn, CreateIndexIn, BucketPolicyIn, DefaultIndexModeIn);
+address_of!(IndexAddressIn: PutVectorsIn, KeysIn, ListVectorsIn, QueryIn, IndexModeIn);
 
 /// TagResource (the ARN is in the path).
 #[derive(Debug, Deserialize)]
@@ -194,23 +217,23 @@ mod tests {
     }
 
     #[test]
-    fn the_flattened_address_is_read_with_the_other_members() {
+    fn the_address_is_read_with_the_other_members() {
         let input: QueryIn = parse(
             r#"{"vectorBucketName": "b-1", "indexName": "i-1", "topK": 3,
                 "queryVector": {"float32": [1, 2.5]}}"#,
         )
         .expect("valid");
-        assert_eq!(input.address.vector_bucket_name.as_deref(), Some("b-1"));
-        assert_eq!(input.address.index_name.as_deref(), Some("i-1"));
-        assert_eq!(input.address.index_arn, None);
+        assert_eq!(input.address().vector_bucket_name.as_deref(), Some("b-1"));
+        assert_eq!(input.address().index_name.as_deref(), Some("i-1"));
+        assert_eq!(input.address().index_arn, None);
         assert_eq!(input.top_k, Some(3));
         assert_eq!(
             input.query_vector.and_then(|v| v.float32),
             Some(vec![1.0, 2.5])
         );
         let input: ListIn = parse(r#"{"vectorBucketArn": "arn", "maxResults": 5}"#).expect("valid");
-        assert_eq!(input.address.vector_bucket_arn.as_deref(), Some("arn"));
-        assert_eq!(input.address.vector_bucket_name, None);
+        assert_eq!(input.address().vector_bucket_arn.as_deref(), Some("arn"));
+        assert_eq!(input.address().vector_bucket_name, None);
         assert_eq!(input.max_results, Some(5));
     }
 
@@ -221,8 +244,8 @@ mod tests {
                 "vectors": null}"#,
         )
         .expect("valid");
-        assert_eq!(input.address.vector_bucket_name.as_deref(), Some("b"));
-        assert_eq!(input.address.index_arn, None);
+        assert_eq!(input.address().vector_bucket_name.as_deref(), Some("b"));
+        assert_eq!(input.address().index_arn, None);
         assert!(input.vectors.is_none());
         let input: BucketAddressIn = parse("{}").expect("valid");
         assert!(input.vector_bucket_name.is_none() && input.vector_bucket_arn.is_none());

@@ -11,7 +11,12 @@ use crate::error::ApiError;
 
 pub(super) async fn put(app: &AppState, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let input: BucketPolicyIn = parse(body)?;
-    let bucket = resolve_bucket(app, ctx, &ctx.operation.iam_actions(false), &input.address)?;
+    let bucket = resolve_bucket(
+        app,
+        ctx,
+        &ctx.operation.iam_actions(false),
+        &input.address(),
+    )?;
     let policy = validate::required(input.policy, "/policy")?;
     Policy::parse(&policy, true)
         .map_err(|e| ApiError::validation(format!("Invalid policy: {e}")))?;

@@ -34,7 +34,7 @@ pub(super) async fn query_vectors(
         app,
         ctx,
         &ctx.operation.iam_actions(reads_metadata),
-        &input.address,
+        &input.address(),
     )?;
     let query = Query::plan(&index, options, input.filter.as_ref())?;
     app.throttle.read(index.uid)?;

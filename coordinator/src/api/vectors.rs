@@ -20,9 +20,10 @@ const MAX_LIST_VECTORS: i64 = 1000;
 
 pub(super) async fn put(app: &AppState, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let input: PutVectorsIn = parse(body)?;
+    let address = input.address();
     let vectors = validate::required(input.vectors, "/vectors")?;
     validate::count_limit("/vectors", vectors.len(), validate::MAX_PUT_VECTORS)?;
-    let index = resolve_index(app, ctx, &ctx.operation.iam_actions(false), &input.address)?;
+    let index = resolve_index(app, ctx, &ctx.operation.iam_actions(false), &address)?;
     let ops = write_ops(vectors, &index)?;
     app.throttle.write(index.uid, ops.len())?;
     app.data.write(&index, &ctx.request_id, ops).await?;
@@ -62,8 +63,9 @@ fn write_ops(vectors: Vec<PutVectorIn>, index: &IndexRecord) -> Result<Vec<Write
 
 pub(super) async fn get(app: &AppState, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let input: KeysIn = parse(body)?;
+    let address = input.address();
     let keys = validate::keys(input.keys, validate::MAX_GET_KEYS)?;
-    let index = resolve_index(app, ctx, &ctx.operation.iam_actions(false), &input.address)?;
+    let index = resolve_index(app, ctx, &ctx.operation.iam_actions(false), &address)?;
     app.throttle.read(index.uid)?;
     let mut unique = Vec::with_capacity(keys.len());
     let mut seen = std::collections::HashSet::new();
@@ -88,8 +90,9 @@ pub(super) async fn get(app: &AppState, ctx: &Ctx, body: &[u8]) -> Result<Respon
 
 pub(super) async fn delete(app: &AppState, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let input: KeysIn = parse(body)?;
+    let address = input.address();
     let keys = validate::keys(input.keys, validate::MAX_DELETE_KEYS)?;
-    let index = resolve_index(app, ctx, &ctx.operation.iam_actions(false), &input.address)?;
+    let index = resolve_index(app, ctx, &ctx.operation.iam_actions(false), &address)?;
     app.throttle.write(index.uid, keys.len())?;
     let ops = keys
         .into_iter()
@@ -107,7 +110,7 @@ pub(super) async fn list(app: &AppState, ctx: &Ctx, body: &[u8]) -> Result<Respo
     let return_metadata = input.return_metadata.unwrap_or(false);
     // Reading data or metadata through ListVectors also needs GetVectors.
     let actions = ctx.operation.iam_actions(return_data || return_metadata);
-    let index = resolve_index(app, ctx, &actions, &input.address)?;
+    let index = resolve_index(app, ctx, &actions, &input.address())?;
     app.throttle.read(index.uid)?;
     // The token is bound to this index incarnation and segment.
     let listing = format!(

@@ -487,6 +487,335 @@ mod tests {
         );
     }
 
+    fn is_leap(year: i64) -> bool {
+        (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+    }
+
+    fn days_in_month(year: i64, month: i64) -> i64 {
+        match month {
+            2 if is_leap(year) => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        }
+    }
+
+    /// Every calendar day from 1970 to 2369 in order, counted one by one: the oracle for the
+    /// closed-form conversions (the span covers every leap rule: 2000 is a leap year, 2100,
+    /// 2200 and 2300 are not).
+    #[test]
+    fn every_day_of_four_centuries_converts_both_ways() {
+        let mut days_since_epoch = 0;
+        for year in 1970..2370 {
+            for month in 1..=12 {
+                for day in 1..=days_in_month(year, month) {
+                    let text = format!("{year:04}{month:02}{day:02}T000000Z");
+                    let epoch = parse_amz_date(&text).expect("a valid date");
+                    assert_eq!(epoch, days_since_epoch * 86_400, "{text}");
+                    assert_eq!(format_amz_date(epoch), text);
+                    days_since_epoch += 1;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_second_of_a_day_converts_both_ways() {
+        let base = parse_amz_date("20241231T000000Z").expect("valid");
+        for second in (0..86_400).step_by(7).chain([86_399]) {
+            let (h, m, s) = (second / 3600, second % 3600 / 60, second % 60);
+            let text = format!("20241231T{h:02}{m:02}{s:02}Z");
+            assert_eq!(parse_amz_date(&text), Some(base + second), "{text}");
+            assert_eq!(format_amz_date(base + second), text);
+        }
+        assert_eq!(format_amz_date(base + 86_400), "20250101T000000Z");
+        assert_eq!(format_amz_date(base - 1), "20241230T235959Z");
+    }
+
+    #[test]
+    fn amz_dates_out_of_range_or_shape_are_refused() {
+        assert!(
+            parse_amz_date("20250715T235960Z").is_some(),
+            "a leap second"
+        );
+        for bad in [
+            "20250015T123456Z", // month 0
+            "20251315T123456Z", // month 13
+            "20250700T123456Z", // day 0
+            "20250732T123456Z", // day 32
+            "20250715T243456Z", // hour 24
+            "20250715T126056Z", // minute 60
+            "20250715T123461Z", // second 61
+            "20250715 123456Z",
+            "20250715T123456 ",
+            "20250715T123456",
+            "20250715T123456ZZ",
+            "2025071+T123456Z",
+            "+0250715T123456Z",
+            "20250715T+23456Z",
+            "2025-715T123456Z",
+            "",
+        ] {
+            assert_eq!(parse_amz_date(bad), None, "{bad:?}");
+        }
+    }
+
+    const GOOD_AUTH: &str = "AWS4-HMAC-SHA256 Credential=AKID/20250715/us-east-1/s3vectors/aws4_request, SignedHeaders=host;x-amz-date, Signature=";
+
+    fn signature_hex() -> String {
+        "0123456789abcdef".repeat(4)
+    }
+
+    #[test]
+    fn an_authorization_header_is_parsed_into_its_parts() {
+        let header = format!("{GOOD_AUTH}{}", signature_hex().to_uppercase());
+        let auth = parse_authorization(&header).expect("valid");
+        assert_eq!(
+            auth,
+            Authorization {
+                access_key_id: "AKID".into(),
+                date: "20250715".into(),
+                region: "us-east-1".into(),
+                service: "s3vectors".into(),
+                signed_headers: vec!["host".into(), "x-amz-date".into()],
+                signature: signature_hex(),
+            }
+        );
+        // Components in any order, without spaces, a trailing comma.
+        let reordered = format!(
+            "AWS4-HMAC-SHA256 Signature={},SignedHeaders=host,Credential=K/d/r/s/aws4_request,",
+            signature_hex()
+        );
+        let auth = parse_authorization(&reordered).expect("valid");
+        assert_eq!(auth.access_key_id, "K");
+        assert_eq!(auth.signed_headers, vec!["host".to_owned()]);
+    }
+
+    #[test]
+    fn each_malformed_authorization_header_is_refused_with_its_reason() {
+        let sig = signature_hex();
+        let cases = [
+            (format!("AWS4-HMAC-SHA512 Credential=K/d/r/s/aws4_request, SignedHeaders=host, Signature={sig}"), "Unsupported authorization type"),
+            (format!("{GOOD_AUTH}{sig}, Extra=1"), "unknown component"),
+            ("AWS4-HMAC-SHA256 SignedHeaders=host, Signature=x".to_owned(), "requires 'Credential'"),
+            (format!("AWS4-HMAC-SHA256 Credential=K/d/r/s/aws4_request, Signature={sig}"), "requires 'Credential'"),
+            ("AWS4-HMAC-SHA256 Credential=K/d/r/s/aws4_request, SignedHeaders=host".to_owned(), "requires 'Credential'"),
+            (format!("AWS4-HMAC-SHA256 Credential=K/d/r/s, SignedHeaders=host, Signature={sig}"), "Credential must be"),
+            (format!("AWS4-HMAC-SHA256 Credential=K/d/r/s/x/aws4_request, SignedHeaders=host, Signature={sig}"), "Credential must be"),
+            (format!("AWS4-HMAC-SHA256 Credential=K/d/r/s/aws5_request, SignedHeaders=host, Signature={sig}"), "Credential must be"),
+            (format!("AWS4-HMAC-SHA256 Credential=/d/r/s/aws4_request, SignedHeaders=host, Signature={sig}"), "Credential must be"),
+            (format!("AWS4-HMAC-SHA256 Credential=K/d/r/s/aws4_request, SignedHeaders=Host, Signature={sig}"), "SignedHeaders must be"),
+            (format!("AWS4-HMAC-SHA256 Credential=K/d/r/s/aws4_request, SignedHeaders=host;;x, Signature={sig}"), "SignedHeaders must be"),
+            ("AWS4-HMAC-SHA256 Credential=K/d/r/s/aws4_request, SignedHeaders=host, Signature=abc".to_owned(), "64 hexadecimal"),
+            (format!("AWS4-HMAC-SHA256 Credential=K/d/r/s/aws4_request, SignedHeaders=host, Signature={sig}0"), "64 hexadecimal"),
+            (format!("AWS4-HMAC-SHA256 Credential=K/d/r/s/aws4_request, SignedHeaders=host, Signature=g{}", &sig[1..]), "64 hexadecimal"),
+        ];
+        for (header, reason) in cases {
+            match parse_authorization(&header) {
+                Err(AuthError::Malformed(message)) => {
+                    assert!(message.contains(reason), "{header}: {message}")
+                }
+                other => panic!("{header}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn canonical_uri_and_query_edge_cases() {
+        assert_eq!(canonical_uri(""), "/");
+        assert_eq!(canonical_uri("/a b/c~d"), "/a%20b/c~d");
+        assert_eq!(canonical_query(Some("")), "");
+        // A member without '=' has an empty value; '+' is a space; empty pairs are dropped;
+        // pairs sort by name, then value.
+        assert_eq!(
+            canonical_query(Some("b=2&&a&c=x+y&b=1")),
+            "a=&b=1&b=2&c=x%20y"
+        );
+        assert_eq!(canonical_query(Some("k=%7e%2F")), "k=~%2F");
+        assert_eq!(canonical_header_value("  a   b\t c  "), "a b c");
+    }
+
+    /// A request signed by the `aws-sigv4` crate at `time` with `extra` headers besides host:
+    /// its headers and URI.
+    fn signed_request(time: SystemTime, extra: &[(&str, &str)], body: &[u8]) -> HeaderMap {
+        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+        use aws_sigv4::sign::v4::SigningParams;
+
+        let identity = aws_credential_identity();
+        let params = SigningParams::builder()
+            .identity(&identity)
+            .region("us-east-1")
+            .name("s3vectors")
+            .time(time)
+            .settings(SigningSettings::default())
+            .build()
+            .expect("params")
+            .into();
+        let mut pairs = vec![("host", "127.0.0.1:8277")];
+        pairs.extend_from_slice(extra);
+        let request = SignableRequest::new(
+            "POST",
+            "http://127.0.0.1:8277/ListIndexes?b=2&a=1",
+            pairs.iter().copied(),
+            SignableBody::Bytes(body),
+        )
+        .expect("signable");
+        let (instructions, _) = sign(request, &params).expect("sign").into_parts();
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs.iter().copied().chain(instructions.headers()) {
+            headers.append(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                value.parse().expect("value"),
+            );
+        }
+        headers
+    }
+
+    fn verify_at(headers: &HeaderMap, body: &[u8], now: SystemTime) -> Result<Verified, AuthError> {
+        let uri: Uri = "/ListIndexes?a=1&b=2".parse().expect("uri");
+        Verifier {
+            region: "us-east-1",
+            clock_skew: DEFAULT_CLOCK_SKEW,
+        }
+        .verify(&Method::POST, &uri, headers, body, now, |key| {
+            (key == "AKIDEXAMPLE").then(|| "secret".to_owned())
+        })
+    }
+
+    fn with_authorization(headers: &HeaderMap, edit: impl Fn(&str) -> String) -> HeaderMap {
+        let mut headers = headers.clone();
+        let old = headers[axum::http::header::AUTHORIZATION]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        headers.insert(
+            axum::http::header::AUTHORIZATION,
+            edit(&old).parse().expect("value"),
+        );
+        headers
+    }
+
+    #[test]
+    fn the_clock_skew_window_is_inclusive_at_both_ends() {
+        let signed_at = UNIX_EPOCH + Duration::from_secs(1_752_582_896);
+        let headers = signed_request(signed_at, &[], b"{}");
+        let skew = DEFAULT_CLOCK_SKEW;
+        let second = Duration::from_secs(1);
+        assert!(verify_at(&headers, b"{}", signed_at + skew).is_ok());
+        assert!(verify_at(&headers, b"{}", signed_at - skew).is_ok());
+        assert_eq!(
+            verify_at(&headers, b"{}", signed_at + skew + second),
+            Err(AuthError::Expired {
+                request_time: "20250715T123456Z".into(),
+                earliest: "20250715T123457Z".into(),
+                now: "20250715T124957Z".into(),
+                skew_minutes: 15,
+            })
+        );
+        assert_eq!(
+            verify_at(&headers, b"{}", signed_at - skew - second),
+            Err(AuthError::NotYetValid {
+                request_time: "20250715T123456Z".into(),
+                latest: "20250715T123455Z".into(),
+                now: "20250715T121955Z".into(),
+                skew_minutes: 15,
+            })
+        );
+    }
+
+    #[test]
+    fn header_values_are_canonicalised_as_the_signer_does() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_752_582_896);
+        // Runs of spaces folded, a repeated header's values joined with commas.
+        let extra = [
+            ("x-amz-meta", "a   b  c"),
+            ("x-amz-multi", "one"),
+            ("x-amz-multi", "two"),
+        ];
+        let headers = signed_request(now, &extra, b"{}");
+        assert!(verify_at(&headers, b"{}", now).is_ok());
+        let mut one_dropped = headers.clone();
+        one_dropped.remove("x-amz-multi");
+        one_dropped.insert("x-amz-multi", "one".parse().expect("value"));
+        assert_eq!(
+            verify_at(&one_dropped, b"{}", now),
+            Err(AuthError::SignatureMismatch)
+        );
+        // SignedHeaders in another order, or naming a header twice, is the same set.
+        let reordered = with_authorization(&headers, |auth| {
+            auth.replace("host;", "x-amz-multi;host;host;")
+        });
+        assert!(verify_at(&reordered, b"{}", now).is_ok());
+    }
+
+    #[test]
+    fn what_is_checked_before_the_signature() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_752_582_896);
+        let headers = signed_request(now, &[], b"{}");
+        let malformed_with =
+            |headers: &HeaderMap, reason: &str| match verify_at(headers, b"{}", now) {
+                Err(AuthError::Malformed(message)) => {
+                    assert!(message.contains(reason), "{message}")
+                }
+                other => panic!("{reason}: {other:?}"),
+            };
+        let mut no_date = headers.clone();
+        no_date.remove("x-amz-date");
+        malformed_with(&no_date, "requires an X-Amz-Date header");
+        let mut bad_date = headers.clone();
+        bad_date.insert("x-amz-date", "2025-07-15".parse().expect("value"));
+        malformed_with(&bad_date, "X-Amz-Date must be in the form");
+        let other_day =
+            with_authorization(&headers, |auth| auth.replace("/20250715/", "/20250716/"));
+        malformed_with(&other_day, "Credential date does not match X-Amz-Date");
+        let host_unsigned = with_authorization(&headers, |auth| auth.replace("host;", ""));
+        malformed_with(&host_unsigned, "'host' must be a signed header");
+        let date_unsigned = with_authorization(&headers, |auth| auth.replace(";x-amz-date", ""));
+        malformed_with(&date_unsigned, "'x-amz-date' must be a signed header");
+        let phantom = with_authorization(&headers, |auth| {
+            auth.replace("SignedHeaders=", "SignedHeaders=content-type;")
+        });
+        malformed_with(&phantom, "Signed header 'content-type' is missing");
+        let service = with_authorization(&headers, |auth| auth.replace("/s3vectors/", "/s3/"));
+        assert_eq!(
+            verify_at(&service, b"{}", now),
+            Err(AuthError::WrongService)
+        );
+        let region =
+            with_authorization(&headers, |auth| auth.replace("/us-east-1/", "/eu-west-1/"));
+        assert_eq!(
+            verify_at(&region, b"{}", now),
+            Err(AuthError::WrongRegion("eu-west-1".into()))
+        );
+    }
+
+    #[test]
+    fn a_claimed_payload_hash_must_be_the_bodys() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_752_582_896);
+        let body = br#"{"vectorBucketName":"b"}"#;
+        let headers = signed_request(now, &[], body);
+        // The claim is checked even when it is not a signed header.
+        let mut honest = headers.clone();
+        honest.insert(
+            "x-amz-content-sha256",
+            hex::encode(Sha256::digest(body)).parse().expect("value"),
+        );
+        assert!(verify_at(&honest, body, now).is_ok());
+        let mut lying = headers.clone();
+        lying.insert(
+            "x-amz-content-sha256",
+            "UNSIGNED-PAYLOAD".parse().expect("value"),
+        );
+        assert_eq!(
+            verify_at(&lying, body, now),
+            Err(AuthError::SignatureMismatch)
+        );
+        assert_eq!(
+            verify_at(&headers, body, now).map(|v| v.access_key_id),
+            Ok("AKIDEXAMPLE".to_owned())
+        );
+    }
+
     fn aws_credential_identity() -> aws_smithy_runtime_api::client::identity::Identity {
         aws_credential_types::Credentials::new("AKIDEXAMPLE", "secret", None, None, "test").into()
     }

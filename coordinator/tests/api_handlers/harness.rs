@@ -184,7 +184,9 @@ impl Harness {
             },
             catalog.clone(),
             Arc::new(FakeCluster),
-            DataPlane::new(transport.clone(), catalog.clone()),
+            // A shard made unavailable on purpose answers 503 after a second, not fifteen.
+            DataPlane::new(transport.clone(), catalog.clone())
+                .with_failover_window(std::time::Duration::from_secs(1)),
             Authenticator::new(&auth, REGION, ACCOUNT).expect("authenticator"),
             TokenSigner::with_key([7; 32]),
             RateLimits {
