@@ -47,6 +47,7 @@ def measure(rf: int, args, workdir: Path) -> dict:
         out = load(args.chaos_bin, c, args, workdir / f"rf{rf}.json", args.mix, args.duration)
         result = {
             "replication_factor": rf,
+            "commit": out.get("commit"),
             "ingest_vectors_per_s": out["ingest_vectors_per_s"],
             "put": out["operations"].get("PutVectors", {}),
             "query": out["operations"].get("QueryVectors", {}),
@@ -112,7 +113,8 @@ def main() -> None:
     f = three["failover"]
     print(f"failover (RF 3, kill -9 node-1 during writes): {f['errors']} of {f['requests']} writes failed "
           f"(seconds {f['seconds_with_errors']}); longest write {f['longest_write_ms']:,.0f} ms")
-    Path(args.report).write_text(json.dumps({"rf1": one, "rf3": three, "args": vars(args)}, indent=2))
+    Path(args.report).write_text(json.dumps({"commit": one["commit"], "rf1": one, "rf3": three,
+                                            "args": vars(args)}, indent=2))
     print(f"report: {args.report}")
 
 

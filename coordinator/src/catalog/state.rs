@@ -545,15 +545,24 @@ mod tests {
             state.apply(8, CatalogCommand::CreateBucket(bucket("b1"))),
             Err(CatalogError::BucketExists)
         ));
-        // Only the last REMEMBERED_PROPOSALS are kept.
-        for id in 100..(100 + REMEMBERED_PROPOSALS as u128) {
-            let _ = state.apply(
-                id,
-                CatalogCommand::DeleteBucket {
-                    name: "none".into(),
-                },
-            );
-        }
+        // Only the last REMEMBERED_PROPOSALS are kept: with 7, 8 and REMEMBERED_PROPOSALS - 2
+        // more, 7 is still remembered; one more and it is forgotten.
+        let forget = |state: &mut CatalogState, ids: std::ops::Range<u128>| {
+            for id in ids {
+                let _ = state.apply(
+                    id,
+                    CatalogCommand::DeleteBucket {
+                        name: "none".into(),
+                    },
+                );
+            }
+        };
+        let last = 100 + REMEMBERED_PROPOSALS as u128 - 2;
+        forget(&mut state, 100..last);
+        assert!(state
+            .apply(7, CatalogCommand::CreateBucket(bucket("b1")))
+            .is_ok());
+        forget(&mut state, last..last + 1);
         assert!(matches!(
             state.apply(7, CatalogCommand::CreateBucket(bucket("b1"))),
             Err(CatalogError::BucketExists)
@@ -605,5 +614,144 @@ mod tests {
             .expect("delete");
         state.apply_rows(rows);
         assert!(state.bucket("b1").is_none());
+    }
+
+    #[test]
+    fn updates_change_the_record_they_name_and_nothing_else() {
+        let mut state = CatalogState::default();
+        let run = |state: &mut CatalogState, command| state.apply(0, command);
+        run(&mut state, CatalogCommand::CreateBucket(bucket("b"))).expect("bucket");
+        run(&mut state, CatalogCommand::CreateBucket(bucket("c"))).expect("bucket");
+        run(&mut state, CatalogCommand::CreateIndex(index("b", "i"))).expect("index");
+        let tags: BTreeMap<String, String> = [("k".to_owned(), "v".to_owned())].into();
+        for command in [
+            CatalogCommand::SetBucketPolicy {
+                bucket: "b".into(),
+                policy: Some("{}".into()),
+            },
+            CatalogCommand::SetTags {
+                bucket: "b".into(),
+                index: None,
+                tags: tags.clone(),
+            },
+            CatalogCommand::SetBucketDefaultIndexMode {
+                bucket: "b".into(),
+                mode: IndexMode::Classic,
+            },
+            CatalogCommand::SetTags {
+                bucket: "b".into(),
+                index: Some("i".into()),
+                tags: tags.clone(),
+            },
+            CatalogCommand::SetIndexMode {
+                bucket: "b".into(),
+                index: "i".into(),
+                mode: IndexMode::Classic,
+            },
+        ] {
+            run(&mut state, command).expect("update");
+        }
+        let b = state.bucket("b").expect("bucket b");
+        assert_eq!(b.policy.as_deref(), Some("{}"));
+        assert_eq!(b.tags, tags);
+        assert_eq!(b.default_index_mode, IndexMode::Classic);
+        let i = state.index("b", "i").expect("index i");
+        assert_eq!(i.tags, tags);
+        assert_eq!(i.index_mode, IndexMode::Classic);
+        assert_eq!(state.bucket("c"), Some(&bucket("c")));
+        let names: Vec<&str> = state.buckets().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["b", "c"]);
+        // Updates of what does not exist.
+        assert!(matches!(
+            run(
+                &mut state,
+                CatalogCommand::SetBucketPolicy {
+                    bucket: "none".into(),
+                    policy: None,
+                }
+            ),
+            Err(CatalogError::BucketNotFound)
+        ));
+        assert!(matches!(
+            run(
+                &mut state,
+                CatalogCommand::SetIndexMode {
+                    bucket: "b".into(),
+                    index: "none".into(),
+                    mode: IndexMode::Enhanced,
+                }
+            ),
+            Err(CatalogError::IndexNotFound)
+        ));
+    }
+
+    #[test]
+    fn nodes_cluster_id_and_shard_counts() {
+        let mut state = CatalogState::default();
+        assert_eq!(state.cluster_id(), None);
+        state
+            .apply(0, CatalogCommand::SetClusterId(42))
+            .expect("id");
+        // The first cluster id stays.
+        state
+            .apply(0, CatalogCommand::SetClusterId(43))
+            .expect("id");
+        assert_eq!(state.cluster_id(), Some(42));
+        for (node, port) in [("n1", 1), ("n2", 2), ("n3", 3)] {
+            state
+                .apply(
+                    0,
+                    CatalogCommand::RegisterNode {
+                        id: node.into(),
+                        addr: format!("127.0.0.1:{port}"),
+                        incarnation: 1,
+                    },
+                )
+                .expect("register");
+        }
+        state
+            .apply(
+                0,
+                CatalogCommand::SetNodeUp {
+                    id: "n2".into(),
+                    up: false,
+                },
+            )
+            .expect("down");
+        let n2 = state.node("n2").expect("n2");
+        assert_eq!((n2.addr.as_str(), n2.up), ("127.0.0.1:2", false));
+        assert!(state.node("n1").expect("n1").up);
+        assert!(state.node("n4").is_none());
+        assert_eq!(
+            state.node_directory(),
+            vec![
+                ("n1".to_owned(), "127.0.0.1:1".to_owned()),
+                ("n2".to_owned(), "127.0.0.1:2".to_owned()),
+                ("n3".to_owned(), "127.0.0.1:3".to_owned()),
+            ]
+        );
+        state
+            .apply(0, CatalogCommand::CreateBucket(bucket("b")))
+            .expect("bucket");
+        let mut replicated = index_on("b", "i", &["n1", "n2"]);
+        replicated.shards[0].nodes.push("n4".into());
+        state
+            .apply(0, CatalogCommand::CreateIndex(replicated))
+            .expect("index");
+        state
+            .apply(0, CatalogCommand::CreateIndex(index_on("b", "j", &["n1"])))
+            .expect("index");
+        let names: Vec<&str> = state.all_indexes().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["i", "j"]);
+        // n3 has none (listed with 0), n4 is not registered but holds a replica.
+        assert_eq!(
+            state.shard_counts(),
+            BTreeMap::from([
+                ("n1".to_owned(), 2),
+                ("n2".to_owned(), 1),
+                ("n3".to_owned(), 0),
+                ("n4".to_owned(), 1),
+            ])
+        );
     }
 }

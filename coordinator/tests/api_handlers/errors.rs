@@ -485,3 +485,40 @@ async fn a_path_label_that_is_not_utf8_gets_an_s3_error_and_changes_nothing() {
     assert!(message.starts_with("Invalid request path"), "{message}");
     h.assert_unchanged(&before);
 }
+
+/// The request size limit is 20 MiB, inclusive: a body of exactly that size is read (and
+/// answered on its merits), one byte more is refused with 413 before anything is parsed.
+#[tokio::test]
+async fn a_body_of_20_mib_is_read_and_one_byte_more_is_refused() {
+    const LIMIT: usize = 20 * 1024 * 1024;
+    let h = Harness::new();
+    // An unknown member pads the body; unknown members are ignored.
+    let body = |total: usize| {
+        let head = br#"{"vectorBucketName":"nope","padding":""#;
+        let mut body = head.to_vec();
+        body.resize(total - 2, b'x');
+        body.extend_from_slice(br#""}"#);
+        assert_eq!(body.len(), total);
+        body
+    };
+    let before = h.snapshot();
+    let at_limit = h
+        .send(signed(
+            Who::Dev,
+            Method::POST,
+            "/GetVectorBucket",
+            body(LIMIT),
+        ))
+        .await;
+    assert_eq!(at_limit.error(404, "NotFoundException"), BUCKET_NOT_FOUND);
+    let over = h
+        .send(signed(
+            Who::Dev,
+            Method::POST,
+            "/GetVectorBucket",
+            body(LIMIT + 1),
+        ))
+        .await;
+    over.error(413, "ValidationException");
+    h.assert_unchanged(&before);
+}

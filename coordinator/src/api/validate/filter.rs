@@ -220,4 +220,125 @@ mod tests {
         assert!(filter(&json!({"$or": many}), &[], true).is_err());
         assert!(filter(&json!({"a": {"$startsWith": "x"}}), &[], false).is_err());
     }
+
+    fn eq(key: &str, value: FilterValue) -> Filter {
+        Filter::Eq(key.into(), value)
+    }
+
+    #[test]
+    fn every_operator_parses_to_its_node() {
+        let s = |v: &str| FilterValue::Str(v.into());
+        let cases = [
+            (json!({"a": "x"}), eq("a", s("x"))),
+            (json!({"a": true}), eq("a", FilterValue::Bool(true))),
+            (json!({"a": 2.5}), eq("a", FilterValue::Num(2.5))),
+            (
+                json!({"a": {"$eq": false}}),
+                eq("a", FilterValue::Bool(false)),
+            ),
+            (json!({"a": {"$ne": "y"}}), Filter::Ne("a".into(), s("y"))),
+            (
+                json!({"a": {"$ne": 3}}),
+                Filter::Ne("a".into(), FilterValue::Num(3.0)),
+            ),
+            (json!({"a": {"$gt": 1}}), Filter::Gt("a".into(), 1.0)),
+            (json!({"a": {"$gte": 2}}), Filter::Gte("a".into(), 2.0)),
+            (json!({"a": {"$lt": 3}}), Filter::Lt("a".into(), 3.0)),
+            (json!({"a": {"$lte": -4.5}}), Filter::Lte("a".into(), -4.5)),
+            (
+                json!({"a": {"$in": ["x", 1, true]}}),
+                Filter::In(
+                    "a".into(),
+                    vec![s("x"), FilterValue::Num(1.0), FilterValue::Bool(true)],
+                ),
+            ),
+            (
+                json!({"a": {"$nin": [false]}}),
+                Filter::Nin("a".into(), vec![FilterValue::Bool(false)]),
+            ),
+            (
+                json!({"a": {"$exists": true}}),
+                Filter::Exists("a".into(), true),
+            ),
+            (
+                json!({"a": {"$exists": false}}),
+                Filter::Exists("a".into(), false),
+            ),
+            (
+                json!({"a": {"$startsWith": "pre"}}),
+                Filter::StartsWith("a".into(), "pre".into()),
+            ),
+            (
+                json!({"$or": [{"a": 1}, {"b": "x"}]}),
+                Filter::Or(vec![eq("a", FilterValue::Num(1.0)), eq("b", s("x"))]),
+            ),
+            (
+                json!({"$and": [{"a": 1}, {"b": "x"}]}),
+                Filter::And(vec![eq("a", FilterValue::Num(1.0)), eq("b", s("x"))]),
+            ),
+            (
+                json!({"$and": [{"a": 1}]}),
+                Filter::And(vec![eq("a", FilterValue::Num(1.0))]),
+            ),
+        ];
+        for (document, expected) in cases {
+            assert_eq!(
+                filter(&document, &[], true).expect("valid"),
+                expected,
+                "{document}"
+            );
+        }
+        for (bad, reason) in [
+            (
+                json!({"a": {"$startsWith": 1}}),
+                "$startsWith on 'a' takes a string",
+            ),
+            (
+                json!({"a": {"$ne": [1]}}),
+                "$ne on 'a' takes a string, number or boolean",
+            ),
+            (
+                json!({"a": {"$in": [[1]]}}),
+                "$in on 'a' takes a string, number or boolean",
+            ),
+            (
+                json!({"a": {"$nin": "x"}}),
+                "$nin on 'a' takes a non-empty array",
+            ),
+            (json!({"a": {"$lte": true}}), "$lte on 'a' takes a number"),
+            (json!({"a": {"$regex": "x"}}), "unsupported operator $regex"),
+            (json!({"a": {}}), "no operator given for 'a'"),
+            (json!({"$not": {"a": 1}}), "unsupported operator $not"),
+        ] {
+            let message = filter(&bad, &[], true).expect_err("invalid").to_string();
+            assert!(message.contains(reason), "{bad}: {message}");
+        }
+    }
+
+    /// `{"$and": [ ... ]}` wrapped `levels` times around one condition.
+    fn nested(levels: usize) -> Value {
+        (0..levels).fold(json!({"k": 1}), |inner, _| json!({"$and": [inner]}))
+    }
+
+    #[test]
+    fn depth_and_constraint_limits_are_inclusive() {
+        assert!(filter(&nested(MAX_FILTER_DEPTH), &[], true).is_ok());
+        let message = filter(&nested(MAX_FILTER_DEPTH + 1), &[], true)
+            .expect_err("too deep")
+            .to_string();
+        assert!(message.contains("nesting deeper than 32"), "{message}");
+        let conditions = |n: usize| -> Value {
+            json!({"$or": (0..n).map(|i| json!({"k": i})).collect::<Vec<_>>()})
+        };
+        assert!(filter(&conditions(MAX_FILTER_CONSTRAINTS), &[], true).is_ok());
+        let message = filter(&conditions(MAX_FILTER_CONSTRAINTS + 1), &[], true)
+            .expect_err("too many")
+            .to_string();
+        assert!(
+            message.contains("the filter has 101 constraints"),
+            "{message}"
+        );
+        // The constraint limit is the ENHANCED query mode's.
+        assert!(filter(&conditions(MAX_FILTER_CONSTRAINTS + 1), &[], false).is_ok());
+    }
 }

@@ -457,4 +457,112 @@ mod tests {
         assert!(vector(&[0.0, 0.0], 2, true, "").is_err());
         assert!(vector(&[0.0, 0.0], 2, false, "").is_ok());
     }
+
+    #[test]
+    fn list_lengths_are_one_to_max_inclusive() {
+        assert!(count_limit("/keys", 1, 100).is_ok());
+        assert!(count_limit("/keys", 100, 100).is_ok());
+        for len in [0, 101] {
+            let message = count_limit("/keys", len, 100)
+                .expect_err("out of range")
+                .to_string();
+            assert!(
+                message.contains("Member must have length between 1 and 100, inclusive"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn metadata_limits_are_inclusive() {
+        let keys = |n: usize| -> Value {
+            Value::Object((0..n).map(|i| (format!("k{i}"), json!(i))).collect())
+        };
+        assert!(metadata(&keys(MAX_METADATA_KEYS), &[], "").is_ok());
+        let message = metadata(&keys(MAX_METADATA_KEYS + 1), &[], "")
+            .expect_err("too many keys")
+            .to_string();
+        assert!(message.contains("at most 50 keys"), "{message}");
+        // `{"big":"…"}` is 10 bytes and the string; `{"k":"…"}` 8 and the string.
+        let big = |len: usize| json!({ "big": "x".repeat(len - 10) });
+        let non_filterable = ["big".to_owned()];
+        assert!(metadata(&big(MAX_METADATA_BYTES), &non_filterable, "").is_ok());
+        let message = metadata(&big(MAX_METADATA_BYTES + 1), &non_filterable, "")
+            .expect_err("too large")
+            .to_string();
+        assert!(
+            message.contains("Metadata must have at most 40960 bytes"),
+            "{message}"
+        );
+        let filterable = |len: usize| json!({ "k": "x".repeat(len - 8) });
+        assert!(metadata(&filterable(MAX_FILTERABLE_METADATA_BYTES), &[], "").is_ok());
+        let message = metadata(&filterable(MAX_FILTERABLE_METADATA_BYTES + 1), &[], "")
+            .expect_err("too large")
+            .to_string();
+        assert!(
+            message.contains("Filterable metadata must have at most 2048 bytes"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn each_part_of_an_arn_is_checked() {
+        let scope = ArnScope::new("us-east-1", "123456789012").expect("scope");
+        assert!(scope
+            .parse_arn(
+                "arn:aws:s3vectors:us-east-1:123456789012:bucket/b-1",
+                "/vectorBucketArn"
+            )
+            .expect("valid")
+            .is_some());
+        for bad in [
+            "arx:aws:s3vectors:us-east-1:123456789012:bucket/b-1",
+            "arn:gcp:s3vectors:us-east-1:123456789012:bucket/b-1",
+            "arn:aws:s3:us-east-1:123456789012:bucket/b-1",
+            "arn:aws:s3vectors:us-east-1:12345678901a:bucket/b-1",
+            "arn:aws:s3vectors:us-east-1:12345678901:bucket/b-1",
+            "arn:aws:s3vectors:us-east-1:123456789012:bucket/b_1",
+            "arn:aws:s3vectors:us-east-1:123456789012:bucket/b-1/index/i_1",
+            "arn:aws:s3vectors:us-east-1:123456789012:bucket/b-1/idx/i-1",
+            "arn:aws:s3vectors:us-east-1:123456789012",
+        ] {
+            assert!(scope.parse_arn(bad, "/vectorBucketArn").is_err(), "{bad}");
+        }
+        // The pattern named in the error is the member's own.
+        let pattern = |path: &str| {
+            scope
+                .parse_arn("not-an-arn", path)
+                .expect_err("malformed")
+                .to_string()
+        };
+        let bucket = pattern("/vectorBucketArn");
+        assert!(
+            bucket.ends_with(&format!("pattern: {BUCKET_ARN_PATTERN}")),
+            "{bucket}"
+        );
+        let index = pattern("/indexArn");
+        assert!(
+            index.ends_with(&format!(
+                "pattern: {BUCKET_ARN_PATTERN}{INDEX_ARN_SUFFIX_PATTERN}"
+            )),
+            "{index}"
+        );
+        let either = pattern("/resourceArn");
+        assert!(
+            either.ends_with(&format!(
+                "pattern: {BUCKET_ARN_PATTERN}({INDEX_ARN_SUFFIX_PATTERN})?"
+            )),
+            "{either}"
+        );
+    }
+
+    #[test]
+    fn index_names_allow_dots_but_nothing_else_outside_lowercase_digits_and_dashes() {
+        for good in ["abc", "a.b-c", "0-9"] {
+            assert!(index_name(good).is_ok(), "{good}");
+        }
+        for bad in ["a_c", "a c", "aBc", ".ab", "ab.", "-ab", "ab-"] {
+            assert!(index_name(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -291,6 +291,15 @@ mod tests {
             non_filterable_keys(Some(config(Some(vec!["note"]), false))).ok(),
             Some(Some(vec!["note".to_owned()]))
         );
+        let ten: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+        let ten: Vec<&str> = ten.iter().map(String::as_str).collect();
+        assert_eq!(
+            non_filterable_keys(Some(config(Some(ten.clone()), false)))
+                .ok()
+                .flatten()
+                .map(|keys| keys.len()),
+            Some(10)
+        );
         let eleven = vec!["k"; 11];
         assert_eq!(
             message(non_filterable_keys(Some(config(Some(eleven), false))).unwrap_err()),
@@ -382,6 +391,9 @@ mod tests {
         assert!(tags(Some(tags_of(&[("k", &"v".repeat(256))]))).is_ok());
         assert!(tags(Some(tags_of(&[("k#", "v")]))).is_err());
         assert!(tags(Some(tags_of(&[("k", "v*")]))).is_err());
+        let fifty: BTreeMap<String, String> =
+            (0..50).map(|i| (format!("k{i}"), String::new())).collect();
+        assert!(tags(Some(fifty)).is_ok());
         let many: BTreeMap<String, String> =
             (0..51).map(|i| (format!("k{i}"), String::new())).collect();
         assert_eq!(
