@@ -85,7 +85,7 @@ impl KeyPostings {
     fn equal_to(&self, value: &FilterValue) -> Option<&RoaringTreemap> {
         match value {
             FilterValue::Str(s) => self.strings.get(s.as_str()),
-            FilterValue::Num(n) if n.is_nan() => None,
+            // A NaN operand finds nothing: NaN is never stored (see `add_scalar`).
             FilterValue::Num(n) => self.numbers.get(&NumKey::new(*n)),
             FilterValue::Bool(b) => self.bools.get(b),
         }
@@ -152,7 +152,7 @@ impl KeyPostings {
     fn remove_scalar(&mut self, id: u64, value: &MetaValue) {
         match value {
             MetaValue::Str(s) => remove_posting(&mut self.strings, s.as_str(), id),
-            MetaValue::Num(n) if n.is_nan() => {}
+            // A NaN was never stored: nothing to remove.
             MetaValue::Num(n) => remove_posting(&mut self.numbers, &NumKey::new(*n), id),
             MetaValue::Bool(b) => remove_posting(&mut self.bools, b, id),
             MetaValue::List(_) => {}
@@ -506,6 +506,17 @@ mod tests {
 
     fn ids(list: &[u64]) -> RoaringTreemap {
         list.iter().copied().collect()
+    }
+
+    #[test]
+    fn number_keys_order_and_compare_as_the_filter_language_does() {
+        assert_eq!(NumKey::new(-0.0), NumKey::new(0.0));
+        assert_ne!(NumKey::new(1.0), NumKey::new(2.0));
+        assert_eq!(
+            NumKey::new(-1.5).partial_cmp(&NumKey::new(2.0)),
+            Some(Ordering::Less)
+        );
+        assert!(NumKey::new(f64::INFINITY) > NumKey::new(f64::MAX));
     }
 
     #[test]
