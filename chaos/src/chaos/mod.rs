@@ -87,8 +87,10 @@ pub struct ChaosArgs {
     pub shards_per_index: u32,
     /// First HTTP port of the coordinators (local: the cluster ports follow from
     /// --port-base + 1000, the nodes' from + 1100, the nodes' HTTP ports from + 2000; compose:
-    /// the three published ports).
-    #[arg(long, default_value_t = 38277)]
+    /// the three published ports). Every default port is below Linux's ephemeral range
+    /// (32768-60999): a port a process picked for an outgoing connection or a QUIC client
+    /// endpoint could otherwise be taken while a killed process is down, and its restart fail.
+    #[arg(long, default_value_t = 21277)]
     pub port_base: u16,
     /// Seconds of faults under load (the final reads come after).
     #[arg(long, default_value_t = 600)]

@@ -22,6 +22,9 @@ use serde::{Deserialize, Serialize};
 const RESTART_TIMEOUT: Duration = Duration::from_secs(90);
 /// Deadline of one `quiver admin status`.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the final heal keeps trying to add removed coordinators back: right after a
+/// partition heals, the control plane may be between leaders for a few election rounds.
+const MEMBERSHIP_HEAL_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -239,8 +242,23 @@ pub trait Target: Send {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Adds back every coordinator of the target that the control plane no longer lists.
+    /// Adds back every coordinator of the target that the control plane no longer lists,
+    /// retrying while the control plane has no leader (until [`MEMBERSHIP_HEAL_TIMEOUT`]).
     fn heal_membership(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + MEMBERSHIP_HEAL_TIMEOUT;
+        loop {
+            match self.rejoin_removed_coordinators() {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => return Err(e.context(format!(
+                    "coordinators not back in the control plane after {MEMBERSHIP_HEAL_TIMEOUT:?}"
+                ))),
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+    }
+
+    /// One attempt of [`Target::heal_membership`].
+    fn rejoin_removed_coordinators(&mut self) -> anyhow::Result<()> {
         let status = self.status()?;
         let listed: Vec<u64> = status["coordinators"]
             .as_array()
