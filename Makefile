@@ -68,7 +68,7 @@ fuzz-smoke: deps
 	scripts/fuzz.sh 30
 
 ## Mutation testing (cargo-mutants) of the pure cores in .cargo/mutants.toml: prints caught /
-## missed and the score, lists the missed mutants (mutants.out/). Hours on 2 cores; not in
+## missed and the score, lists the missed mutants (mutants.out/). About an hour on 2 cores; not in
 ## `make test`. MUTANTS_ARGS passes arguments, e.g. MUTANTS_ARGS="-F throttle.rs".
 .PHONY: mutants
 MUTANTS_ARGS ?=
