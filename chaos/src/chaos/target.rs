@@ -249,9 +249,10 @@ pub trait Target: Send {
         loop {
             match self.rejoin_removed_coordinators() {
                 Ok(()) => return Ok(()),
-                Err(e) if Instant::now() >= deadline => return Err(e.context(format!(
-                    "coordinators not back in the control plane after {MEMBERSHIP_HEAL_TIMEOUT:?}"
-                ))),
+                Err(e) if Instant::now() >= deadline => {
+                    let waited = MEMBERSHIP_HEAL_TIMEOUT;
+                    return Err(e.context(format!("coordinators still removed after {waited:?}")));
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(500)),
             }
         }
