@@ -7,7 +7,8 @@
 //!
 //! it measures, single-threaded, requests per second of
 //! * `verify`: `Verifier::verify` (parse Authorization, canonical request, SHA-256 of the body,
-//!   signing key derivation, HMAC, constant-time compare);
+//!   the signing key (derived on the first request of the day, then cached, as in the server),
+//!   HMAC, constant-time compare);
 //! * `sha256`: only the SHA-256 of the body (the part of `verify` that grows with the body);
 //! * `parse`: only `serde_json` into the request type the handler deserializes into
 //!   (`api::model`).
@@ -22,7 +23,7 @@ use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettin
 use aws_sigv4::sign::v4::SigningParams;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use quiver_coordinator::api::model::{PutVectorsIn, QueryIn};
-use quiver_coordinator::auth::sigv4::{Verifier, DEFAULT_CLOCK_SKEW};
+use quiver_coordinator::auth::sigv4::{SigningKeys, Verifier, DEFAULT_CLOCK_SKEW};
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
@@ -171,6 +172,7 @@ fn main() {
     let verifier = Verifier {
         region: REGION,
         clock_skew: DEFAULT_CLOCK_SKEW,
+        keys: &SigningKeys::default(),
     };
     let secrets: HashMap<String, String> = [(ACCESS_KEY.to_owned(), SECRET.to_owned())].into();
     let secret_for = |key: &str| secrets.get(key).cloned();

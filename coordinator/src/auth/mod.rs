@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::error::ApiError;
 use policy::{combine, Caller, Decision, Policy};
-use sigv4::{AuthError, Verifier};
+use sigv4::{AuthError, SigningKeys, Verifier};
 
 /// One user from the auth config.
 #[derive(Debug, Clone, Deserialize)]
@@ -108,6 +108,7 @@ pub struct Authenticator {
     region: String,
     clock_skew: Duration,
     users: HashMap<String, User>,
+    signing_keys: SigningKeys,
 }
 
 /// An authenticated request: who made it.
@@ -153,6 +154,7 @@ impl Authenticator {
             region: region.to_owned(),
             clock_skew: Duration::from_secs(config.clock_skew_seconds),
             users,
+            signing_keys: SigningKeys::default(),
         })
     }
 
@@ -166,6 +168,7 @@ impl Authenticator {
         let verifier = Verifier {
             region: &self.region,
             clock_skew: self.clock_skew,
+            keys: &self.signing_keys,
         };
         let verified = verifier
             .verify(method, uri, headers, body, SystemTime::now(), |key| {

@@ -6,6 +6,8 @@
 //! time must be within the clock-skew window, and the credential scope must name our region and
 //! service.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderMap, Method, Uri};
@@ -239,9 +241,51 @@ pub struct Verified {
     pub access_key_id: String,
 }
 
+/// Most signing keys a [`SigningKeys`] holds; when full it starts again empty. Only keys of
+/// known access keys are kept, at most two dates each inside the clock-skew window, so this is
+/// reached only with thousands of users.
+const MAX_SIGNING_KEYS: usize = 4096;
+
+/// Signing keys already derived. A key depends only on the secret, the credential date, the
+/// region and the service, so one derivation (four HMAC-SHA256s, about a third of verifying a
+/// small request) serves every request of that access key and day.
+#[derive(Default)]
+pub struct SigningKeys {
+    /// `access key id/date/region` → the secret the key was derived from, and the key.
+    keys: Mutex<HashMap<String, (String, Vec<u8>)>>,
+}
+
+impl SigningKeys {
+    /// The signing key for this scope, derived once per secret.
+    fn get(&self, auth: &Authorization, secret: &str, signing_time: SystemTime) -> Vec<u8> {
+        let scope = format!("{}/{}/{}", auth.access_key_id, auth.date, auth.region);
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((cached_secret, key)) = keys.get(&scope) {
+            if cached_secret == secret {
+                return key.clone();
+            }
+        }
+        let key =
+            aws_sigv4::sign::v4::generate_signing_key(secret, signing_time, &auth.region, SERVICE)
+                .as_ref()
+                .to_vec();
+        if keys.len() >= MAX_SIGNING_KEYS {
+            keys.clear();
+        }
+        keys.insert(scope, (secret.to_owned(), key.clone()));
+        key
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
 pub struct Verifier<'a> {
     pub region: &'a str,
     pub clock_skew: Duration,
+    pub keys: &'a SigningKeys,
 }
 
 impl Verifier<'_> {
@@ -342,8 +386,7 @@ impl Verifier<'_> {
         );
         let secret = secret_for(&auth.access_key_id).ok_or(AuthError::UnknownAccessKey)?;
         let signing_time = UNIX_EPOCH + Duration::from_secs(request_time.max(0) as u64);
-        let key =
-            aws_sigv4::sign::v4::generate_signing_key(&secret, signing_time, &auth.region, SERVICE);
+        let key = self.keys.get(&auth, &secret, signing_time);
         let expected = aws_sigv4::sign::v4::calculate_signature(key, string_to_sign.as_bytes());
         if bool::from(expected.as_bytes().ct_eq(auth.signature.as_bytes())) {
             Ok(Verified {
@@ -434,6 +477,7 @@ mod tests {
         let verifier = Verifier {
             region: "us-east-1",
             clock_skew: DEFAULT_CLOCK_SKEW,
+            keys: &SigningKeys::default(),
         };
         let secret = |key: &str| (key == "AKIDEXAMPLE").then(|| "secret".to_owned());
         verifier
@@ -474,6 +518,7 @@ mod tests {
         let west = Verifier {
             region: "us-west-2",
             clock_skew: DEFAULT_CLOCK_SKEW,
+            keys: &SigningKeys::default(),
         };
         assert!(matches!(
             west.verify(&Method::POST, &uri, &headers, body, now, secret),
@@ -671,11 +716,52 @@ mod tests {
         headers
     }
 
+    #[test]
+    fn signing_keys_are_derived_once_per_scope_and_secret() {
+        let auth = |id: &str, date: &str| Authorization {
+            access_key_id: id.to_owned(),
+            date: date.to_owned(),
+            region: "us-east-1".to_owned(),
+            service: SERVICE.to_owned(),
+            signed_headers: Vec::new(),
+            signature: String::new(),
+        };
+        let derive = |secret: &str, time: SystemTime| {
+            aws_sigv4::sign::v4::generate_signing_key(secret, time, "us-east-1", SERVICE)
+                .as_ref()
+                .to_vec()
+        };
+        let day = UNIX_EPOCH + Duration::from_secs(1_752_582_896); // 2025-07-15T12:34:56Z
+        let next_day = day + Duration::from_secs(86_400);
+        let keys = SigningKeys::default();
+        let today = auth("AKID", "20250715");
+        assert_eq!(keys.get(&today, "s1", day), derive("s1", day));
+        assert_eq!(keys.get(&today, "s1", day), derive("s1", day));
+        assert_eq!(keys.len(), 1);
+        // A new secret for the same access key and day is not served the old key.
+        assert_eq!(keys.get(&today, "s2", day), derive("s2", day));
+        assert_eq!(keys.len(), 1);
+        let tomorrow = auth("AKID", "20250716");
+        assert_eq!(keys.get(&tomorrow, "s2", next_day), derive("s2", next_day));
+        assert_ne!(derive("s2", day), derive("s2", next_day));
+        assert_eq!(keys.len(), 2);
+
+        // Bounded: full at MAX_SIGNING_KEYS, the next one starts it again.
+        let keys = SigningKeys::default();
+        for i in 0..MAX_SIGNING_KEYS {
+            keys.get(&auth(&format!("K{i}"), "20250715"), "s", day);
+        }
+        assert_eq!(keys.len(), MAX_SIGNING_KEYS);
+        assert_eq!(keys.get(&today, "s1", day), derive("s1", day));
+        assert_eq!(keys.len(), 1);
+    }
+
     fn verify_at(headers: &HeaderMap, body: &[u8], now: SystemTime) -> Result<Verified, AuthError> {
         let uri: Uri = "/ListIndexes?a=1&b=2".parse().expect("uri");
         Verifier {
             region: "us-east-1",
             clock_skew: DEFAULT_CLOCK_SKEW,
+            keys: &SigningKeys::default(),
         }
         .verify(&Method::POST, &uri, headers, body, now, |key| {
             (key == "AKIDEXAMPLE").then(|| "secret".to_owned())
