@@ -41,13 +41,23 @@ out="$repo/mutants.out"
 count() { if [ -f "$out/$1.txt" ]; then grep -c . "$out/$1.txt" || true; else echo 0; fi; }
 caught=0 missed=0 timeout=0 unviable=0 missed_list="" failed=0
 
+# A proptest that fails against a mutant writes its seed to proptest-regressions/: the seed of a
+# bug only the mutant had. After each pass those files are put back as they were before the run
+# (untracked seeds someone has not committed yet are kept, the mutants' are dropped).
+regressions=':(glob)*/proptest-regressions/**'
+saved_regressions="$(mktemp)"
+trap 'rm -f "$saved_regressions"' EXIT
+git ls-files -z --others --exclude-standard -- "$regressions" | tar --null -T - -cf "$saved_regressions"
+restore_regressions() {
+    git clean -fdq -- "$regressions" || true
+    tar -xf "$saved_regressions"
+}
+
 # One cargo-mutants run; adds its counts to the totals.
 pass() {
     local status=0
     cargo mutants --in-place "$@" || status=$?
-    # A proptest that fails against a mutant writes its seed to proptest-regressions/: the seed
-    # of a bug that only the mutant had, so it is not kept.
-    git clean -fdq -- ':(glob)*/proptest-regressions/**' || true
+    restore_regressions
     # cargo-mutants exits 2 when a mutant was missed, 3 on timeouts: results, not failures to run.
     case "$status" in 0 | 2 | 3) ;; *) failed=$status; return ;; esac
     caught=$((caught + $(count caught))); missed=$((missed + $(count missed)))
